@@ -1,0 +1,217 @@
+"""Named presets of matminer featurizers.
+
+A preset is a list of (name, factory, input kind) entries; factories build fresh featurizer objects so
+each worker process constructs its own. ``composition`` entries run on ``structure.composition``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from matminer.featurizers.base import BaseFeaturizer
+from pymatgen.core import Composition
+
+__all__ = ["FeaturizerSpec", "Preset", "PRESETS", "get_preset"]
+
+
+@dataclass(frozen=True)
+class FeaturizerSpec:
+    """One featurizer of a preset.
+
+    on: ``structure`` or ``composition`` (composition featurizers also run on a structure's composition).
+    metals_only: the featurizer only has a meaning for metallic alloys (Miedema, Yang, Wen); on other
+    compositions its columns are NaN ("not applicable") instead of a misleading number.
+    """
+
+    name: str
+    factory: Callable[[], BaseFeaturizer]
+    on: str = "composition"
+    metals_only: bool = False
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    specs: tuple[FeaturizerSpec, ...]
+    needs_structure: bool
+    handles_disorder: bool
+    _labels: list[str] = field(default_factory=list, compare=False, repr=False)
+
+    def build(self) -> list[tuple[FeaturizerSpec, BaseFeaturizer]]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return [(spec, spec.factory()) for spec in self.specs]
+
+    def feature_labels(self) -> list[str]:
+        """Column names, prefixed by featurizer name so two featurizers never collide."""
+        if not self._labels:
+            for spec, feat in self.build():
+                self._labels.extend(f"{spec.name}|{label}" for label in feat.feature_labels())
+        return list(self._labels)
+
+    def key(self) -> str:
+        """Cache key: changes when the preset's featurizers, their settings or matminer's version change."""
+        import matminer
+        import pymatgen.core
+
+        parts = [self.name, matminer.__version__, getattr(pymatgen.core, "__version__", "")]
+        for spec, feat in self.build():
+            parts.append(f"{spec.name}:{spec.on}:{spec.metals_only}:{type(feat).__name__}:{_describe(feat)}")
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def _describe(feat: BaseFeaturizer) -> str:
+    try:
+        return json.dumps(feat.__dict__, default=lambda o: type(o).__name__, sort_keys=True)[:4000]
+    except Exception:  # pragma: no cover - defensive: repr of exotic attributes
+        return repr(sorted(feat.__dict__))
+
+
+def _magpie():
+    from matminer.featurizers.composition import ElementProperty
+
+    return ElementProperty.from_preset("magpie", impute_nan=False)
+
+
+def _stoichiometry():
+    from matminer.featurizers.composition import Stoichiometry
+
+    return Stoichiometry()
+
+
+def _valence():
+    from matminer.featurizers.composition import ValenceOrbital
+
+    return ValenceOrbital()
+
+
+def _miedema():
+    from matminer.featurizers.composition import Miedema
+
+    return Miedema()
+
+
+def _yang():
+    from matminer.featurizers.composition import YangSolidSolution
+
+    return YangSolidSolution()
+
+
+def _wen():
+    from matminer.featurizers.composition import WenAlloys
+
+    return WenAlloys()
+
+
+def _density():
+    from matminer.featurizers.structure import DensityFeatures
+
+    return DensityFeatures()
+
+
+def _symmetry():
+    from matminer.featurizers.structure import GlobalSymmetryFeatures
+
+    # crystal_system is a string; its integer twin crystal_system_int carries the same information.
+    return GlobalSymmetryFeatures(
+        desired_features=["spacegroup_num", "crystal_system_int", "is_centrosymmetric", "n_symmetry_ops"]
+    )
+
+
+def _crystalnn_stats():
+    from matminer.featurizers.site import CrystalNNFingerprint
+    from matminer.featurizers.structure import SiteStatsFingerprint
+
+    return SiteStatsFingerprint(
+        CrystalNNFingerprint.from_preset("ops", distance_cutoffs=None, x_diff_weight=0),
+        stats=("mean", "std_dev", "minimum", "maximum"),
+    )
+
+
+def _agni_stats():
+    from matminer.featurizers.site import AGNIFingerprints
+    from matminer.featurizers.structure import SiteStatsFingerprint
+
+    return SiteStatsFingerprint(AGNIFingerprints(directions=(None,)), stats=("mean", "std_dev"))
+
+
+def _heterogeneity():
+    from matminer.featurizers.structure import StructuralHeterogeneity
+
+    return StructuralHeterogeneity()
+
+
+def _packing():
+    from matminer.featurizers.structure import MaximumPackingEfficiency
+
+    return MaximumPackingEfficiency()
+
+
+def _ordering():
+    from matminer.featurizers.structure import ChemicalOrdering
+
+    return ChemicalOrdering()
+
+
+_COMPOSITION_CORE = (
+    FeaturizerSpec("magpie", _magpie),
+    FeaturizerSpec("stoichiometry", _stoichiometry),
+    FeaturizerSpec("valence", _valence),
+)
+_ALLOY = (
+    FeaturizerSpec("miedema", _miedema, metals_only=True),
+    FeaturizerSpec("yang", _yang, metals_only=True),
+    FeaturizerSpec("wen", _wen, metals_only=True),
+)
+_STRUCTURE_CORE = (
+    FeaturizerSpec("density", _density, on="structure"),
+    FeaturizerSpec("symmetry", _symmetry, on="structure"),
+    FeaturizerSpec("crystalnn", _crystalnn_stats, on="structure"),
+    FeaturizerSpec("agni", _agni_stats, on="structure"),
+    FeaturizerSpec("heterogeneity", _heterogeneity, on="structure"),
+)
+
+PRESETS: dict[str, Preset] = {
+    "composition": Preset(
+        "composition",
+        "Magpie element statistics, stoichiometry, valence orbitals; Miedema, Yang and Wen alloy "
+        "descriptors for all-metal compositions.",
+        _COMPOSITION_CORE + _ALLOY,
+        needs_structure=False,
+        handles_disorder=True,
+    ),
+    "structure": Preset(
+        "structure",
+        "MODNet-style structure features: density, global symmetry, CrystalNN order-parameter and "
+        "AGNI site statistics, bond heterogeneity, plus the composition features of the structure.",
+        _STRUCTURE_CORE + _COMPOSITION_CORE,
+        needs_structure=True,
+        handles_disorder=False,
+    ),
+    "structure-full": Preset(
+        "structure-full",
+        "The structure preset plus maximum packing efficiency and chemical ordering (about 3x slower).",
+        _STRUCTURE_CORE
+        + (FeaturizerSpec("packing", _packing, on="structure"),
+           FeaturizerSpec("ordering", _ordering, on="structure"))
+        + _COMPOSITION_CORE,
+        needs_structure=True,
+        handles_disorder=False,
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown featurizer preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+
+
+def is_all_metal(composition: Composition) -> bool:
+    return all(el.is_metal for el in composition.elements)

@@ -1,0 +1,387 @@
+"""Cached, parallel featurization of structures and compositions into a feature table.
+
+Policy for missing and non-finite values (tested in tests/test_featurize.py):
+  1. ±inf from a featurizer is stored as NaN; the table never holds inf.
+  2. NaN in a feature column means "not applicable" (an alloy descriptor on a non-metal, an element
+     property matminer lacks) or "this featurizer failed on this structure"; the ``errors`` column
+     names each failed featurizer and why.
+  3. A structure whose featurizers all fail gets status ``failed``; the others still get features.
+  4. Models never see NaN: ``FeatureCleaner`` (fit on training rows only) drops columns that are all-NaN
+     or constant in training and fills remaining NaN with the training median.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pymatgen.core import Composition, Element, Structure
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from matflow.featurize.cache import FeatureCache
+from matflow.featurize.presets import Preset, get_preset, is_all_metal
+from matflow.io import (
+    FailedInput,
+    StructureInputError,
+    ValidationLimits,
+    read_structures,
+    validate_structure,
+)
+from matflow.settings import get_settings
+from matflow.structures import composition_hash, structure_hash
+
+__all__ = ["FeatureTable", "featurize_structures", "featurize_compositions", "featurize_files",
+           "FeatureCleaner", "META_COLUMNS", "default_cache", "featurize_dataset"]
+
+META_COLUMNS = ["source", "formula", "status", "errors"]
+_WORKER_FEATURIZERS: list | None = None
+_WORKER_PRESET: str | None = None
+
+
+def default_cache() -> FeatureCache:
+    return FeatureCache(get_settings().cache_dir / "features.sqlite")
+
+
+def _featurize_one(obj: Structure | Composition, built: list) -> dict:
+    """Run every featurizer of a preset on one object; never raises."""
+    values: list[float] = []
+    errors: list[str] = []
+    n_failed = 0
+    composition = obj.composition if isinstance(obj, Structure) else obj
+    metal = is_all_metal(composition)
+    for spec, feat in built:
+        n = len(feat.feature_labels())
+        target = obj if spec.on == "structure" else composition
+        if spec.metals_only and not metal:
+            values.extend([math.nan] * n)
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                row = feat.featurize(target)
+            if len(row) != n:
+                raise ValueError(f"returned {len(row)} values for {n} labels")
+            values.extend(_to_float(v) for v in row)
+        except Exception as exc:  # one featurizer failing must not lose the others
+            n_failed += 1
+            msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            errors.append(f"{spec.name}: {msg}")
+            values.extend([math.nan] * n)
+    status = "failed" if n_failed == len(built) else "ok"
+    return {"values": values, "errors": "; ".join(errors), "status": status}
+
+
+def _to_float(value) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return x if math.isfinite(x) else math.nan
+
+
+def _worker_init(preset_name: str) -> None:
+    global _WORKER_FEATURIZERS, _WORKER_PRESET
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _WORKER_PRESET = preset_name
+    _WORKER_FEATURIZERS = get_preset(preset_name).build()
+
+
+def _worker_run(items: list[tuple[str, dict, str]]) -> list[tuple[str, dict]]:
+    assert _WORKER_FEATURIZERS is not None
+    out = []
+    for key, payload, kind in items:
+        obj = Structure.from_dict(payload) if kind == "structure" else Composition(payload)
+        out.append((key, _featurize_one(obj, _WORKER_FEATURIZERS)))
+    return out
+
+
+@dataclass
+class FeatureTable:
+    """Features of a batch: one row per input (failed inputs included, with status and reason)."""
+
+    table: pd.DataFrame
+    preset: str
+    failures: list[FailedInput] = field(default_factory=list)
+    n_computed: int = 0
+    n_cached: int = 0
+
+    @property
+    def n_ok(self) -> int:
+        return int((self.table["status"] == "ok").sum()) if len(self.table) else 0
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [c for c in self.table.columns if c not in META_COLUMNS]
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_columns)
+
+    def features(self) -> pd.DataFrame:
+        """Only successful rows and only feature columns (float64)."""
+        ok = self.table[self.table["status"] == "ok"]
+        return ok[self.feature_columns]
+
+    def write(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.table.attrs = {"matflow_preset": self.preset}
+        self.table.to_parquet(path)
+        return path
+
+
+def _compute(
+    items: list[tuple[str, Structure | Composition]],
+    preset: Preset,
+    n_jobs: int,
+    progress: bool,
+) -> dict[str, dict]:
+    """Featurize unique (key, object) items, serially or over worker processes."""
+    results: dict[str, dict] = {}
+    if not items:
+        return results
+    n_jobs = max(1, min(n_jobs if n_jobs > 0 else (os.cpu_count() or 1), len(items)))
+    bar = _progress_bar(len(items), preset.name, progress)
+    try:
+        if n_jobs == 1:
+            built = preset.build()
+            for key, obj in items:
+                results[key] = _featurize_one(obj, built)
+                bar.update(1)
+        else:
+            payloads = [
+                (key, obj.as_dict() if isinstance(obj, Structure) else obj.formula,
+                 "structure" if isinstance(obj, Structure) else "composition")
+                for key, obj in items
+            ]
+            chunk = max(1, min(16, len(payloads) // (n_jobs * 8) or 1))
+            chunks = [payloads[i:i + chunk] for i in range(0, len(payloads), chunk)]
+            with ProcessPoolExecutor(n_jobs, initializer=_worker_init, initargs=(preset.name,)) as pool:
+                futures = [pool.submit(_worker_run, c) for c in chunks]
+                for fut in as_completed(futures):
+                    for key, row in fut.result():
+                        results[key] = row
+                        bar.update(1)
+    finally:
+        bar.close()
+    return results
+
+
+def _progress_bar(total: int, name: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"featurize[{name}]", unit="struct",
+                disable=not enabled or total < 20, leave=False)
+
+
+def _assemble(
+    keys: list[str | None],
+    sources: list[str],
+    formulas: list[str],
+    rows: dict[str, dict],
+    labels: list[str],
+    failures: list[FailedInput],
+) -> pd.DataFrame:
+    n_feat = len(labels)
+    data = np.full((len(keys) + len(failures), n_feat), np.nan)
+    meta = {"source": [], "formula": [], "status": [], "errors": []}
+    index: list[str | None] = []
+    for i, (key, source, formula) in enumerate(zip(keys, sources, formulas, strict=True)):
+        row = rows[key]
+        data[i] = np.asarray(row["values"], dtype=float)
+        index.append(key)
+        meta["source"].append(source)
+        meta["formula"].append(formula)
+        meta["status"].append(row["status"])
+        meta["errors"].append(row["errors"])
+    for j, failure in enumerate(failures):
+        index.append(None)
+        meta["source"].append(failure.source)
+        meta["formula"].append("")
+        meta["status"].append("failed")
+        meta["errors"].append(failure.reason)
+        del j
+    df = pd.DataFrame(data, columns=labels)
+    for name in reversed(META_COLUMNS):
+        df.insert(0, name, meta[name])
+    df.index = pd.Index(index, name="structure_hash", dtype=object)
+    return df
+
+
+def _featurize_objects(
+    objs: Sequence[Structure | Composition],
+    keys: list[str],
+    sources: list[str],
+    preset: Preset,
+    n_jobs: int,
+    use_cache: bool,
+    cache: FeatureCache | None,
+    progress: bool,
+    failures: list[FailedInput],
+) -> FeatureTable:
+    labels = preset.feature_labels()
+    preset_key = preset.key()
+    if use_cache and cache is None:
+        cache = default_cache()
+    elif not use_cache:
+        cache = None
+    cached = cache.get_many(preset_key, keys) if cache is not None else {}
+    todo: dict[str, Structure | Composition] = {}
+    for key, obj in zip(keys, objs, strict=True):
+        if key not in cached and key not in todo:
+            todo[key] = obj
+    computed = _compute(list(todo.items()), preset, n_jobs, progress)
+    if cache is not None:
+        cache.put_many(preset_key, computed)
+    rows = {**cached, **computed}
+    formulas = [o.composition.reduced_formula if isinstance(o, Structure) else o.reduced_formula for o in objs]
+    table = _assemble(keys, sources, formulas, rows, labels, failures)
+    failed_rows = [FailedInput(s, r) for s, st, r in
+                   zip(table["source"], table["status"], table["errors"], strict=True) if st == "failed"]
+    return FeatureTable(table, preset.name, failures=failed_rows,
+                        n_computed=len(computed), n_cached=len(set(keys) & set(cached)))
+
+
+def featurize_structures(
+    structures: Sequence[Structure],
+    preset: str = "structure",
+    *,
+    sources: Sequence[str] | None = None,
+    n_jobs: int = 1,
+    use_cache: bool = True,
+    cache: FeatureCache | None = None,
+    progress: bool = False,
+    limits: ValidationLimits | None = None,
+) -> FeatureTable:
+    """Featurize in-memory structures; invalid ones become failed rows, never exceptions."""
+    spec = get_preset(preset)
+    sources = list(sources) if sources is not None else [f"structure[{i}]" for i in range(len(structures))]
+    limits = limits or ValidationLimits(allow_partial_occupancy=spec.handles_disorder)
+    good, good_sources, failures = [], [], []
+    for s, src in zip(structures, sources, strict=True):
+        try:
+            validate_structure(s, src, limits)
+        except StructureInputError as exc:
+            failures.append(FailedInput(exc.source, exc.reason))
+            continue
+        good.append(s)
+        good_sources.append(src)
+    keys = [structure_hash(s) for s in good]
+    return _featurize_objects(good, keys, good_sources, spec, n_jobs, use_cache, cache, progress, failures)
+
+
+def featurize_compositions(
+    compositions: Sequence[Composition | str],
+    preset: str = "composition",
+    *,
+    n_jobs: int = 1,
+    use_cache: bool = True,
+    cache: FeatureCache | None = None,
+    progress: bool = False,
+) -> FeatureTable:
+    """Featurize compositions (e.g. alloy formulas) with a composition-only preset."""
+    spec = get_preset(preset)
+    if spec.needs_structure:
+        raise ValueError(f"preset {preset!r} needs structures; use a composition preset such as 'composition'")
+    comps, sources, failures = [], [], []
+    for item in compositions:
+        try:
+            comp = item if isinstance(item, Composition) else Composition(str(item))
+            if comp.num_atoms <= 0:
+                raise ValueError("empty composition")
+            unknown = [str(el) for el in comp.elements if not Element.is_valid_symbol(getattr(el, "symbol", ""))]
+            if unknown:
+                raise ValueError(f"unknown element symbol(s) {', '.join(unknown)}")
+        except Exception as exc:
+            failures.append(FailedInput(str(item), f"invalid composition ({exc})"))
+            continue
+        comps.append(comp)
+        sources.append(str(item) if not isinstance(item, Composition) else comp.formula)
+    keys = [composition_hash(c) for c in comps]
+    return _featurize_objects(comps, keys, sources, spec, n_jobs, use_cache, cache, progress, failures)
+
+
+def featurize_files(
+    inputs: Sequence[str | os.PathLike],
+    preset: str = "structure",
+    *,
+    n_jobs: int = 1,
+    use_cache: bool = True,
+    cache: FeatureCache | None = None,
+    progress: bool = False,
+) -> FeatureTable:
+    """Read, validate and featurize files/directories/globs; unreadable files are listed, not fatal."""
+    spec = get_preset(preset)
+    batch = read_structures(list(inputs), ValidationLimits(allow_partial_occupancy=spec.handles_disorder))
+    result = featurize_structures(
+        [x.structure for x in batch.structures], preset,
+        sources=[x.source for x in batch.structures], n_jobs=n_jobs,
+        use_cache=use_cache, cache=cache, progress=progress,
+    )
+    if batch.failures:
+        extra = _assemble([], [], [], {}, spec.feature_labels(), batch.failures)
+        result.table = pd.concat([result.table, extra]) if len(result.table) else extra
+        result.failures = list(batch.failures) + result.failures
+    return result
+
+
+class FeatureCleaner(TransformerMixin, BaseEstimator):
+    """Make a feature matrix model-ready under the NaN policy above (fit on training rows only).
+
+    Drops columns that are all-NaN or constant in training; fills remaining NaN (and any inf) with the
+    training median of the column.
+    """
+
+    def __init__(self, constant_tol: float = 0.0):
+        self.constant_tol = constant_tol
+
+    def fit(self, X, y=None):
+        frame = pd.DataFrame(X).replace([np.inf, -np.inf], np.nan)
+        medians = frame.median(skipna=True)
+        spread = frame.max(skipna=True) - frame.min(skipna=True)
+        keep = medians.notna() & (spread > self.constant_tol)
+        self.feature_names_in_ = np.asarray(frame.columns, dtype=object)
+        self.keep_ = np.asarray(keep.to_numpy(), dtype=bool)
+        self.medians_ = medians.to_numpy(dtype=float)
+        self.n_features_in_ = frame.shape[1]
+        return self
+
+    def transform(self, X):
+        frame = pd.DataFrame(X).replace([np.inf, -np.inf], np.nan)
+        if frame.shape[1] != self.n_features_in_:
+            raise ValueError(f"expected {self.n_features_in_} features, got {frame.shape[1]}")
+        values = frame.to_numpy(dtype=float)
+        values = np.where(np.isnan(values), self.medians_, values)
+        return values[:, self.keep_]
+
+    def get_feature_names_out(self, input_features=None):
+        return self.feature_names_in_[self.keep_]
+
+
+def featurize_dataset(
+    name: str,
+    preset: str = "structure",
+    *,
+    n_jobs: int = 1,
+    use_cache: bool = True,
+    progress: bool = False,
+    limit: int | None = None,
+) -> FeatureTable:
+    """Featurize a bundled dataset (see ``matflow.datasets.DATASETS``); rows are named by material id."""
+    from matflow.datasets import DATASETS
+
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    frame = DATASETS[name]()
+    if limit is not None:
+        frame = frame.iloc[:limit]
+    sources = [str(x) for x in frame["mp_id"]] if "mp_id" in frame else [str(i) for i in frame.index]
+    return featurize_structures(list(frame["structure"]), preset, sources=sources, n_jobs=n_jobs,
+                                use_cache=use_cache, progress=progress)

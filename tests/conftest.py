@@ -1,0 +1,31 @@
+"""Shared test fixtures: tiny structures built in code, an isolated cache directory per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pymatgen.core import Lattice, Structure
+
+TEST_DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Keep the feature/NMI caches of the test run away from the user's ~/.cache."""
+    os.environ["MATFLOW_CACHE_DIR"] = str(tmp_path_factory.mktemp("matflow-cache"))
+    yield
+
+
+@pytest.fixture
+def nacl() -> Structure:
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"],
+                                     [[0, 0, 0], [0.5, 0.5, 0.5]]).get_primitive_structure()
+
+
+@pytest.fixture
+def cocrfeni() -> Structure:
+    """A 4-atom fcc CoCrFeNi cell (one atom of each element)."""
+    return Structure(Lattice.cubic(3.57), ["Co", "Cr", "Fe", "Ni"],
+                     [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
