@@ -41,6 +41,7 @@ class Preset:
     needs_structure: bool
     handles_disorder: bool
     _labels: list[str] = field(default_factory=list, compare=False, repr=False)
+    _key: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def build(self) -> list[tuple[FeaturizerSpec, BaseFeaturizer]]:
         with warnings.catch_warnings():
@@ -56,6 +57,11 @@ class Preset:
 
     def key(self) -> str:
         """Cache key: changes when the preset's featurizers, their settings or matminer's version change."""
+        if not self._key:
+            self._key.append(self._compute_key())
+        return self._key[0]
+
+    def _compute_key(self) -> str:
         import matminer
         import pymatgen.core
 

@@ -88,7 +88,10 @@ def _to_float(value) -> float:
 
 def _worker_init(preset_name: str) -> None:
     global _WORKER_FEATURIZERS, _WORKER_PRESET
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # one BLAS thread per worker: n_jobs processes already fill the cores
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
     _WORKER_PRESET = preset_name
     _WORKER_FEATURIZERS = get_preset(preset_name).build()
 
