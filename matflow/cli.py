@@ -70,5 +70,232 @@ def featurize(
     raise typer.Exit(EXIT_PARTIAL if result.failures else EXIT_OK)
 
 
+@app.command()
+def train(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Bundled dataset: matbench_phonons, "
+                                "alexandria_cv300 or vib_thermo_5."),
+    targets: list[str] = typer.Option(None, "--targets", "-t", help="Target name(s) of the dataset "
+                                      "(repeat or comma-separate; default: all)."),
+    name: str = typer.Option(None, "--name", help="Registry name (default: the dataset name)."),
+    model_version: str = typer.Option("v1", "--model-version", help="Registry version folder."),
+    config: str = typer.Option("default", "--config", help="Training configuration: default, quick, joint."),
+    evaluate: bool = typer.Option(False, "--evaluate", help="Run the dataset's 5-fold CV first and put "
+                                  "the metrics in the model card."),
+    preset: str = typer.Option("structure", "--preset", help="Featurizer preset."),
+    n_jobs: int = typer.Option(1, "--n-jobs", "-j", help="Featurization / cross-NMI worker processes."),
+    limit: int = typer.Option(None, "--limit", help="Use only the first N rows (quick trials)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing name/version."),
+) -> None:
+    """Featurize -> select features -> fit -> (evaluate) -> register a MODNet-style model."""
+    from matflow.ml.train import CONFIGS, DATASET_SPECS, run_training
+
+    if dataset not in DATASET_SPECS:
+        console.print(f"[red]unknown dataset {dataset!r}[/red]; choose one of {', '.join(DATASET_SPECS)}")
+        raise typer.Exit(EXIT_USAGE)
+    if config not in CONFIGS:
+        console.print(f"[red]unknown config {config!r}[/red]; choose one of {', '.join(CONFIGS)}")
+        raise typer.Exit(EXIT_USAGE)
+    chosen = [t.strip() for item in (targets or []) for t in item.split(",") if t.strip()] or None
+    try:
+        result = run_training(dataset, targets=chosen, preset=preset, config=config, name=name,
+                              version=model_version, evaluate=evaluate, n_jobs=n_jobs, limit=limit,
+                              overwrite=overwrite, log=lambda msg: console.print(msg, highlight=False))
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    cv = result["metrics"].get("cv")
+    if cv:
+        typer.echo(f"CV MAE {cv['mae_mean']:.4g} ± {cv['mae_std']:.2g}, R2 {cv['r2_mean']:.3f}, "
+                   f"90% interval coverage {cv['coverage_pooled']:.3f}")
+    typer.echo(f"registered {result['path']} ({result['n_train']} training rows, "
+               f"{result['n_failed']} failed featurization)")
+    raise typer.Exit(EXIT_OK)
+
+
+def _model_ref(ref: str) -> tuple[str, str]:
+    name, _, version = ref.partition("@")
+    return name, version or "latest"
+
+
+@app.command()
+def predict(
+    model: str = typer.Argument(..., help="Registered model name, optionally NAME@VERSION."),
+    inputs: list[str] = typer.Argument(..., help="Structure files, directories or glob patterns."),
+    fmt: str = typer.Option("table", "--format", "-f", help="Output format: table, json or csv."),
+    output: Path = typer.Option(None, "-o", "--output", help="Write here instead of stdout."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+) -> None:
+    """Predict a property with its unit, conformal interval and applicability flag per structure."""
+    if fmt not in ("table", "json", "csv"):
+        console.print(f"[red]unknown format {fmt!r}[/red]; choose table, json or csv")
+        raise typer.Exit(EXIT_USAGE)
+    from matflow.ml.registry import load
+
+    name, version = _model_ref(model)
+    try:
+        loaded = load(name, version)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    rows, failures = loaded.predict_files(inputs, use_cache=not no_cache)
+    report_failures(failures)
+    if rows.empty:
+        console.print("[red]no structure could be predicted[/red]")
+        raise typer.Exit(EXIT_USAGE)
+    rows.insert(0, "model", f"{loaded.name}@{loaded.version}")
+    if fmt == "json":
+        import json
+
+        text = json.dumps(rows.to_dict(orient="records"), indent=1)
+    elif fmt == "csv":
+        text = rows.to_csv(index=False)
+    else:
+        text = _prediction_table(rows)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text if text.endswith("\n") else text + "\n")
+        console.print(f"wrote {len(rows)} prediction(s) to {output}", highlight=False)
+    else:
+        typer.echo(text)
+    raise typer.Exit(EXIT_PARTIAL if failures else EXIT_OK)
+
+
+def _prediction_table(rows) -> str:
+    """Fixed-width text table: source, formula, target, value ± interval with unit, domain flag."""
+    header = ["source", "formula", "target", "value", "interval", "unit", "in_domain"]
+    body = [[str(r.source), str(r.formula), str(r.target), f"{r.value:.4g}",
+             f"[{r.lower:.4g}, {r.upper:.4g}] ({r.coverage:.0%})", str(r.unit),
+             "yes" if r.in_domain else "NO (far from training data)"] for r in rows.itertuples()]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)) for b in body]
+    return "\n".join(lines)
+
+
+def _atomistic_progress(total_label: str):
+    """A rich progress bar for per-structure atomistic runs (stderr, so stdout stays clean)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn(f"[bold]{total_label}[/bold] {{task.description}}"), BarColumn(),
+                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                    console=console, transient=True)
+
+
+def _atomistic_exit(summary: dict) -> None:
+    from matflow.io import FailedInput
+
+    report_failures([FailedInput(**f) for f in summary["failures"]])
+    if summary["n_ok"] == 0:
+        console.print("[red]no structure could be processed[/red]")
+        raise typer.Exit(EXIT_USAGE)
+    typer.echo(f"wrote {summary['n_ok']} result(s) ({summary['n_failed']} failed) to {summary['outdir']}")
+    raise typer.Exit(EXIT_PARTIAL if summary["n_failed"] else EXIT_OK)
+
+
+@app.command()
+def relax(
+    inputs: list[str] = typer.Argument(..., help="Structure files, directories or glob patterns."),
+    outdir: Path = typer.Option(Path("relax_out"), "-o", "--outdir", help="Output folder."),
+    fmax: float = typer.Option(0.05, "--fmax", help="Force convergence (eV/Å)."),
+    fixed_cell: bool = typer.Option(False, "--fixed-cell", help="Relax positions only."),
+    optimizer: str = typer.Option("FIRE", "--optimizer", help="FIRE, BFGS or LBFGS."),
+    max_steps: int = typer.Option(500, "--max-steps", help="Optimiser steps."),
+    pressure: float = typer.Option(0.0, "--pressure", help="External pressure (GPa)."),
+) -> None:
+    """Relax positions and cell with CHGNet; writes relaxed.cif and relax.json per structure."""
+    from matflow.atomistic.batch import relax_files
+
+    if optimizer not in ("FIRE", "BFGS", "LBFGS"):
+        console.print(f"[red]unknown optimizer {optimizer!r}[/red]; choose FIRE, BFGS or LBFGS")
+        raise typer.Exit(EXIT_USAGE)
+    with _atomistic_progress("relax") as bar:
+        task = bar.add_task("", total=None)
+        summary = relax_files(inputs, outdir, fmax_eV_per_A=fmax, relax_cell=not fixed_cell,
+                              optimizer=optimizer, max_steps=max_steps, pressure_GPa=pressure,
+                              on_start=lambda src: bar.update(task, description=src, advance=1))
+    for r in summary["results"]:
+        typer.echo(f"{r['source']}: E = {r['final_energy_eV_per_atom']:.4f} eV/atom, "
+                   f"V = {r['initial_volume_A3']:.2f} -> {r['final_volume_A3']:.2f} Å³, "
+                   f"P = {r['pressure_GPa']:.2f} GPa, max |F| = {r['max_force_eV_per_A']:.3f} eV/Å, "
+                   f"{r['n_steps']} steps{'' if r['converged'] else ' (NOT converged)'}")
+    _atomistic_exit(summary)
+
+
+@app.command()
+def md(
+    inputs: list[str] = typer.Argument(..., help="Structure files, directories or glob patterns."),
+    outdir: Path = typer.Option(Path("md_out"), "-o", "--outdir", help="Output folder (resumes runs found there)."),
+    ensemble: str = typer.Option("nvt", "--ensemble", help="nve, nvt or npt."),
+    temperature: float = typer.Option(300.0, "-T", "--temperature", help="Target temperature (K)."),
+    steps: int = typer.Option(1000, "-n", "--steps", help="Number of MD steps."),
+    timestep: float = typer.Option(None, "--timestep", help="Time step (fs); default 2 fs, 0.5 fs with H."),
+    thermostat: str = typer.Option("nose-hoover", "--thermostat", help="nose-hoover, langevin or berendsen (NVT)."),
+    barostat: str = typer.Option("mtk", "--barostat", help="mtk or berendsen (NPT)."),
+    pressure: float = typer.Option(0.0, "--pressure", help="External pressure (GPa, NPT)."),
+    traj_every: int = typer.Option(1, "--traj-every", help="Write a frame every N steps."),
+    checkpoint_every: int = typer.Option(10, "--checkpoint-every", help="Checkpoint every N steps."),
+    seed: int = typer.Option(0, "--seed", help="Seed of initial velocities and Langevin noise."),
+    no_analysis: bool = typer.Option(False, "--no-analysis", help="Skip RDF/MSD analysis and plots."),
+) -> None:
+    """CHGNet molecular dynamics; kill-safe (rerun the same command to resume)."""
+    from matflow.atomistic.batch import md_files
+    from matflow.atomistic.md import MDSettings
+
+    settings = MDSettings(ensemble=ensemble, temperature_K=temperature, n_steps=steps,
+                          timestep_fs=timestep, thermostat=thermostat, barostat=barostat,
+                          pressure_GPa=pressure, traj_every=traj_every,
+                          checkpoint_every=checkpoint_every, seed=seed)
+    try:
+        settings.validate()
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(EXIT_USAGE) from exc
+    with _atomistic_progress("md") as bar:
+        task = bar.add_task("", total=steps)
+
+        def on_start(src: str) -> None:
+            bar.update(task, description=src, completed=0)
+
+        summary = md_files(inputs, outdir, settings, analyze=not no_analysis, on_start=on_start,
+                           progress=lambda src, step, n: bar.update(task, completed=step))
+    for r in summary["results"]:
+        line = (f"{r['source']}: {r['n_steps']} steps x {r['timestep_fs']} fs, {r['n_frames']} frames, "
+                f"mean T = {r['mean_temperature_K']:.0f} K, trajectory {r['trajectory']}")
+        diff = (r.get("analysis") or {}).get("diffusion")
+        if diff:
+            line += f", D = {diff['D_cm2_per_s']:.2e} cm²/s"
+        typer.echo(line)
+    _atomistic_exit(summary)
+
+
+@app.command()
+def phonons(
+    inputs: list[str] = typer.Argument(..., help="Structure files, directories or glob patterns."),
+    outdir: Path = typer.Option(Path("phonons_out"), "-o", "--outdir", help="Output folder."),
+    supercell: float = typer.Option(10.0, "--supercell-min-length", help="Minimum supercell width (Å)."),
+    displacement: float = typer.Option(0.01, "--displacement", help="Finite displacement (Å)."),
+    no_relax: bool = typer.Option(False, "--no-relax", help="Use the input geometry as is."),
+    t_max: float = typer.Option(1000.0, "--t-max", help="Highest temperature (K)."),
+    t_step: float = typer.Option(10.0, "--t-step", help="Temperature step (K)."),
+) -> None:
+    """Phonons (phonopy on CHGNet forces): S_vib, Cv, F_vib(T) per atom; imaginary modes flagged."""
+    from matflow.atomistic.batch import phonons_files
+
+    with _atomistic_progress("phonons") as bar:
+        task = bar.add_task("", total=None)
+        summary = phonons_files(inputs, outdir, supercell_min_length_A=supercell,
+                                displacement_A=displacement, relax=not no_relax, t_max_K=t_max,
+                                t_step_K=t_step,
+                                on_start=lambda src: bar.update(task, description=src, advance=1))
+    for r in summary["results"]:
+        flag = " [IMAGINARY MODES: dynamically unstable]" if r["has_imaginary_modes"] else ""
+        typer.echo(f"{r['source']}: S(300 K) = {r['S_300K_J_per_K_mol_atom']:.2f} J/K/mol-atom, "
+                   f"Cv(300 K) = {r['Cv_300K_J_per_K_mol_atom']:.2f} J/K/mol-atom, "
+                   f"F_vib(300 K) = {r['F_300K_kJ_per_mol_atom']:.3f} kJ/mol-atom, "
+                   f"min freq = {r['min_frequency_THz']:.2f} THz{flag}")
+    _atomistic_exit(summary)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -1,0 +1,351 @@
+"""``MODNetRegressor``: NMI selection + joint-learning torch network + bootstrap/conformal uncertainty.
+
+A scikit-learn regressor on a feature matrix (NaN allowed: imputed with training medians). ``y`` may be
+1-D (one property), or 2-D: by default all columns are sub-targets of one property (a temperature
+function learned as one multi-output head); ``targets`` splits the columns into several properties
+and target groups for joint learning, with ``loss_weights`` per property.
+
+Fit: impute -> select ``n_features`` by NMI relevance/redundancy -> min-max scale features, standardise
+targets -> hold out ``calib_fraction`` rows for split-conformal calibration -> train ``n_estimators``
+networks on bootstrap resamples of the rest, each early-stopped on its out-of-bag rows -> calibrate.
+Predictions are computed in float64 so a row's value does not depend on the batch it is in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from matflow.ml.network import JointNet, TargetSpec, train_network
+from matflow.ml.selection import NMIFeatureSelector
+from matflow.ml.uncertainty import ApplicabilityDomain, ConformalCalibrator
+
+__all__ = ["MODNetRegressor", "Prediction"]
+
+_GAUSS_Z = {0.5: 0.674, 0.8: 1.282, 0.9: 1.645, 0.95: 1.960, 0.99: 2.576}
+
+
+@dataclass
+class Prediction:
+    """Per-structure predictions: arrays of shape (n,) for one output, (n, m) for m outputs."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    in_domain: np.ndarray
+    distance: np.ndarray
+    coverage: float
+    calibrated: bool
+
+
+class MODNetRegressor(RegressorMixin, BaseEstimator):
+    """MODNet-style regressor with calibrated intervals (see module docstring).
+
+    Parameters (all plain values, so ``clone``/``get_params`` work):
+      n_features: features kept by NMI selection (None: every informative column, no MI computed).
+      widths: neurons per layer of the shared, group and property blocks.
+      targets: tuple of (name, n_outputs, group) per property, in ``y``'s column order; None = one property.
+      loss_weights: weight of each property in the joint loss (None: all 1).
+      n_estimators: bootstrap ensemble members (1: a single network early-stopped on ``val_fraction``).
+      coverage: nominal coverage of the intervals; calib_fraction: rows held out for conformal
+      calibration (when fewer than ``min_calibration`` rows would remain, intervals fall back to
+      ensemble std times the Gaussian quantile and ``calibrated`` is False).
+      cross_nmi: optional precomputed feature-feature NMI DataFrame (by feature name).
+    """
+
+    def __init__(self, n_features: int | None = 64,
+                 widths: tuple = ((256,), (128,), (16,)), activation: str = "elu", dropout: float = 0.0,
+                 lr: float = 1e-3, batch_size: int = 64, epochs: int = 400, patience: int = 40,
+                 weight_decay: float = 0.0, loss: str = "mse", targets: tuple | None = None, loss_weights: tuple | None = None,
+                 n_estimators: int = 5, val_fraction: float = 0.1, coverage: float = 0.9,
+                 calib_fraction: float = 0.15, min_calibration: int = 20, cross_nmi: pd.DataFrame | None = None,
+                 min_nmi: float | str = "auto", ad_neighbors: int = 5, ad_quantile: float = 0.95,
+                 target_transform: str = "none", random_state: int = 0, n_threads: int | None = None):
+        self.n_features = n_features
+        self.widths = widths
+        self.activation = activation
+        self.dropout = dropout
+        self.lr = lr
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.patience = patience
+        self.weight_decay = weight_decay
+        self.loss = loss
+        self.targets = targets
+        self.loss_weights = loss_weights
+        self.n_estimators = n_estimators
+        self.val_fraction = val_fraction
+        self.coverage = coverage
+        self.calib_fraction = calib_fraction
+        self.min_calibration = min_calibration
+        self.cross_nmi = cross_nmi
+        self.min_nmi = min_nmi
+        self.ad_neighbors = ad_neighbors
+        self.ad_quantile = ad_quantile
+        self.target_transform = target_transform
+        self.random_state = random_state
+        self.n_threads = n_threads
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        tags.regressor_tags.poor_score = True  # tiny neural nets on check data: no score promise
+        return tags
+
+    # ------------------------------------------------------------------ fit
+    def _target_specs(self, n_cols: int) -> list[TargetSpec]:
+        if self.targets is None:
+            return [TargetSpec("y", n_cols, 0)]
+        specs = [TargetSpec(str(t[0]), int(t[1]), int(t[2]) if len(t) > 2 else 0) for t in self.targets]
+        if sum(s.n_outputs for s in specs) != n_cols:
+            raise ValueError(f"targets describe {sum(s.n_outputs for s in specs)} columns, y has {n_cols}")
+        return specs
+
+    def fit(self, X, y):
+        names = (np.asarray(X.columns, dtype=object).astype(str) if isinstance(X, pd.DataFrame) else None)
+        X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", multi_output=True, y_numeric=True,
+                             dtype=np.float64)
+        if len(X) < 2:
+            raise ValueError(f"MODNetRegressor needs at least 2 samples (got {len(X)} sample)")
+        Y = np.asarray(y, dtype=np.float64)
+        self._y_ndim = Y.ndim
+        Y = Y[:, None] if Y.ndim == 1 else Y
+        if not np.isfinite(Y).all():
+            raise ValueError("y holds NaN or inf")
+        if self.target_transform not in ("none", "log"):
+            raise ValueError(f"target_transform must be 'none' or 'log', got {self.target_transform!r}")
+        if self.target_transform == "log" and (Y <= 0).any():
+            raise ValueError("target_transform='log' needs strictly positive targets")
+        self.target_specs_ = self._target_specs(Y.shape[1])
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.target_specs_):
+            raise ValueError("loss_weights needs one weight per property in targets")
+        all_names = names if names is not None else np.array([f"x{i}" for i in range(X.shape[1])], dtype=object)
+        threads = torch.get_num_threads()
+        if self.n_threads:
+            torch.set_num_threads(int(self.n_threads))
+        try:
+            self._fit(X, Y, all_names)
+        finally:
+            torch.set_num_threads(threads)
+        return self
+
+    def _fit(self, X: np.ndarray, Y: np.ndarray, all_names: np.ndarray) -> None:
+        rng = np.random.default_rng(self.random_state)
+        with np.errstate(all="ignore"):
+            med = np.nanmedian(np.where(np.isnan(X).all(axis=0), 0.0, X), axis=0)
+        Xi = np.where(np.isnan(X), med, X)
+        varying = np.flatnonzero(np.ptp(Xi, axis=0) > 0)
+        if varying.size == 0:
+            varying = np.arange(min(1, X.shape[1]))
+        if self.n_features is None or self.n_features >= varying.size:
+            selected = varying
+            self.relevance_ = None
+        else:
+            relevance_cols = self._relevance_columns(Y)
+            selector = NMIFeatureSelector(n_features=self.n_features, min_nmi=self.min_nmi,
+                                          cross_nmi=self.cross_nmi, random_state=self.random_state)
+            frame = pd.DataFrame(Xi[:, varying], columns=all_names[varying])
+            selector.fit(frame, Y[:, relevance_cols])
+            selected = varying[selector.selected_]
+            self.relevance_ = selector.relevance_.max(axis=0)[selector.selected_]
+        self.selected_idx_ = np.asarray(selected, dtype=int)
+        self.selected_names_ = [str(n) for n in all_names[self.selected_idx_]]
+        self.medians_ = med[self.selected_idx_]
+        Xs = Xi[:, self.selected_idx_]
+        self.x_min_ = Xs.min(axis=0)
+        span = Xs.max(axis=0) - self.x_min_
+        self.x_scale_ = np.where(span > 0, span, 1.0)
+        Yt = self._forward(Y)
+        self.y_mean_ = Yt.mean(axis=0)
+        sd = Yt.std(axis=0)
+        self.y_std_ = np.where(sd > 0, sd, 1.0)
+        Xn = self._scale(Xs)
+        Yn = (Yt - self.y_mean_) / self.y_std_
+
+        n = len(Xn)
+        n_cal = int(round(self.calib_fraction * n))
+        self.calibrated_ = n_cal >= self.min_calibration and n - n_cal >= 2
+        perm = rng.permutation(n)
+        cal_idx = perm[:n_cal] if self.calibrated_ else np.zeros(0, dtype=int)
+        fit_idx = np.sort(perm[n_cal:]) if self.calibrated_ else np.arange(n)
+
+        self.nets_ = []
+        self.train_info_ = []
+        for b in range(int(self.n_estimators)):
+            seed = int(self.random_state) * 1000 + b
+            member_rng = np.random.default_rng(seed)
+            if self.n_estimators > 1:
+                boot = member_rng.choice(fit_idx, size=fit_idx.size, replace=True)
+                val = np.setdiff1d(fit_idx, boot)
+            else:
+                shuffled = member_rng.permutation(fit_idx)
+                n_val = int(round(self.val_fraction * shuffled.size)) if shuffled.size >= 10 else 0
+                val, boot = shuffled[:n_val], shuffled[n_val:]
+            net = JointNet(Xn.shape[1], self.target_specs_, self.widths, self.activation, self.dropout, seed=seed)
+            info = train_network(net, Xn[boot], Yn[boot], X_val=Xn[val], Y_val=Yn[val],
+                                 loss_weights=self.loss_weights, lr=self.lr, batch_size=self.batch_size,
+                                 epochs=self.epochs, patience=self.patience,
+                                 weight_decay=self.weight_decay, loss=self.loss, seed=seed)
+            self.nets_.append(net.double().eval())
+            self.train_info_.append({"best_epoch": info.best_epoch, "n_epochs": info.n_epochs})
+
+        self.calibrator_ = ConformalCalibrator(self.coverage)
+        if self.calibrated_:
+            mean, std = self._ensemble(Xn[cal_idx])
+            self.calibrator_.fit(Yt[cal_idx], mean, std)
+        else:
+            z = _GAUSS_Z.get(round(float(self.coverage), 2), 1.645)
+            mean, std = self._ensemble(Xn[fit_idx])
+            self.calibrator_.eps_ = self.calibrator_.eps_fraction * np.maximum(np.median(std, axis=0), 1e-12)
+            self.calibrator_.quantile_ = np.full(Y.shape[1], z)
+            self.calibrator_.n_calibration_ = 0
+        self.domain_ = ApplicabilityDomain(self.ad_neighbors, self.ad_quantile).fit(Xn)
+
+    def _relevance_columns(self, Y: np.ndarray) -> list[int]:
+        """Sub-targets used for NMI ranking: each scalar property, up to 5 spread points of a function."""
+        cols, start = [], 0
+        for spec in self.target_specs_:
+            picks = np.unique(np.linspace(0, spec.n_outputs - 1, min(5, spec.n_outputs)).round().astype(int))
+            cols.extend(int(start + p) for p in picks)
+            start += spec.n_outputs
+        return cols
+
+    # ------------------------------------------------------------------ predict
+    def _scale(self, Xs: np.ndarray) -> np.ndarray:
+        return (Xs - self.x_min_) / self.x_scale_ - 0.5
+
+    def _prepare(self, X) -> np.ndarray:
+        check_is_fitted(self, "nets_")
+        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
+        Xs = X[:, self.selected_idx_]
+        Xs = np.where(np.isnan(Xs), self.medians_, Xs)
+        return self._scale(Xs)
+
+    def _forward(self, Y: np.ndarray) -> np.ndarray:
+        """Targets in the space the networks learn (log for positive, skewed targets)."""
+        return np.log(Y) if self.target_transform == "log" else Y
+
+    def _inverse(self, Yt: np.ndarray) -> np.ndarray:
+        return np.exp(Yt) if self.target_transform == "log" else Yt
+
+    def _members(self, Xn: np.ndarray) -> np.ndarray:
+        """Member predictions (members, rows, outputs) in the learned (transformed) target space."""
+        xt = torch.as_tensor(Xn, dtype=torch.float64)
+        with torch.no_grad():
+            preds = np.stack([torch.cat(net(xt), dim=1).numpy() for net in self.nets_])
+        return preds * self.y_std_ + self.y_mean_
+
+    def _ensemble(self, Xn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        preds = self._members(Xn)
+        return preds.mean(axis=0), preds.std(axis=0)
+
+    def _shape(self, a: np.ndarray) -> np.ndarray:
+        return a[:, 0] if self._y_ndim == 1 else a
+
+    def predict(self, X) -> np.ndarray:
+        """Ensemble mean, in the target's units."""
+        mean, _ = self._ensemble(self._prepare(X))
+        return self._shape(self._inverse(mean))
+
+    def predict_dist(self, X) -> Prediction:
+        """Mean, ensemble spread, conformal interval and applicability flag for each row."""
+        Xn = self._prepare(X)
+        preds = self._members(Xn)
+        mean_t, std_t = preds.mean(axis=0), preds.std(axis=0)
+        lower, upper = (self._inverse(b) for b in self.calibrator_.interval(mean_t, std_t))
+        mean, std = self._inverse(mean_t), self._inverse(preds).std(axis=0)
+        ok, dist = self.domain_.in_domain(Xn)
+        return Prediction(self._shape(mean), self._shape(std), self._shape(lower), self._shape(upper),
+                          ok, dist, float(self.coverage), bool(self.calibrated_))
+
+    # ------------------------------------------------------------------ state for the registry
+    def get_state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Tensors (float32 network weights, float64 arrays) and a JSON-able description of a fitted model."""
+        check_is_fitted(self, "nets_")
+        tensors: dict[str, torch.Tensor] = {}
+        for i, net in enumerate(self.nets_):
+            for key, value in net.state_dict().items():
+                tensors[f"net{i}.{key}"] = value.detach().to(torch.float32).contiguous()
+        arrays = {"medians": self.medians_, "x_min": self.x_min_, "x_scale": self.x_scale_,
+                  "y_mean": self.y_mean_, "y_std": self.y_std_, "conformal_quantile": self.calibrator_.quantile_,
+                  "conformal_eps": self.calibrator_.eps_, "ad_train_X": self.domain_.X_}
+        for key, value in arrays.items():
+            dtype = np.float32 if key == "ad_train_X" else np.float64  # exact: see ApplicabilityDomain.fit
+            tensors[f"array.{key}"] = torch.as_tensor(np.asarray(value, dtype=dtype)).contiguous()
+        params = {k: v for k, v in self.get_params().items() if k != "cross_nmi"}
+        meta = {
+            "params": _jsonable(params),
+            "n_features_in": int(self.n_features_in_),
+            "feature_names_in": [str(n) for n in getattr(self, "feature_names_in_", [])],
+            "selected_idx": [int(i) for i in self.selected_idx_],
+            "selected_features": list(self.selected_names_),
+            "relevance": None if self.relevance_ is None else [float(r) for r in self.relevance_],
+            "targets": [{"name": t.name, "n_outputs": t.n_outputs, "group": t.group} for t in self.target_specs_],
+            "y_ndim": int(self._y_ndim),
+            "calibrated": bool(self.calibrated_),
+            "n_calibration": int(self.calibrator_.n_calibration_),
+            "ad_threshold": float(self.domain_.threshold_),
+            "n_members": len(self.nets_),
+            "train_info": self.train_info_,
+        }
+        return tensors, meta
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict) -> MODNetRegressor:
+        """Rebuild a fitted regressor from ``get_state`` output (no pickle involved)."""
+        params = dict(meta["params"])
+        params["widths"] = tuple(tuple(int(w) for w in level) for level in params["widths"])
+        for key in ("targets", "loss_weights"):
+            if params.get(key) is not None:
+                params[key] = tuple(tuple(t) if isinstance(t, list) else t for t in params[key])
+        est = cls(**params)
+        arr = {k[len("array."):]: v.numpy().astype(np.float64) for k, v in tensors.items() if k.startswith("array.")}
+        est.n_features_in_ = int(meta["n_features_in"])
+        if meta.get("feature_names_in"):
+            est.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
+        est.selected_idx_ = np.asarray(meta["selected_idx"], dtype=int)
+        est.selected_names_ = list(meta["selected_features"])
+        est.relevance_ = None if meta.get("relevance") is None else np.asarray(meta["relevance"])
+        est.target_specs_ = [TargetSpec(t["name"], int(t["n_outputs"]), int(t["group"])) for t in meta["targets"]]
+        est._y_ndim = int(meta["y_ndim"])
+        est.calibrated_ = bool(meta["calibrated"])
+        est.medians_, est.x_min_, est.x_scale_ = arr["medians"], arr["x_min"], arr["x_scale"]
+        est.y_mean_, est.y_std_ = arr["y_mean"], arr["y_std"]
+        est.calibrator_ = ConformalCalibrator(est.coverage)
+        est.calibrator_.quantile_ = arr["conformal_quantile"]
+        est.calibrator_.eps_ = arr["conformal_eps"]
+        est.calibrator_.n_calibration_ = int(meta["n_calibration"])
+        est.domain_ = ApplicabilityDomain(est.ad_neighbors, est.ad_quantile)
+        est.domain_.X_ = arr["ad_train_X"]
+        est.domain_.threshold_ = float(meta["ad_threshold"])
+        est.nets_ = []
+        for i in range(int(meta["n_members"])):
+            net = JointNet(len(est.selected_idx_), est.target_specs_, est.widths, est.activation,
+                           est.dropout, seed=0)
+            prefix = f"net{i}."
+            state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            net.load_state_dict(state)
+            est.nets_.append(net.double().eval())
+        est.train_info_ = list(meta.get("train_info", []))
+        return est
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value

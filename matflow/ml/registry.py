@@ -1,0 +1,330 @@
+"""Model registry: ``models/<name>/<version>/`` with safetensors weights, a JSON manifest and a model card.
+
+Nothing is pickled: network weights and the arrays a prediction needs (imputation medians, scalers,
+conformal quantiles, the applicability reference set) are tensors in ``weights.safetensors``; everything
+else (featurizer preset, selected features, targets with units, training-data hash, metrics, package
+versions) is JSON. ``load`` checks the manifest and refuses, with a reason, anything it cannot serve.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import platform
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "save_model", "load", "list_models", "list_versions",
+           "RegisteredModel", "data_hash"]
+
+FORMAT = "matflow-modnet"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.safetensors"
+MANIFEST_FILE = "manifest.json"
+CARD_FILE = "README.md"
+_VERSION_RE = re.compile(r"^v?(\d+)(?:\.(\d+))?(?:\.(\d+))?$")
+
+
+def _models_dir(root: str | Path | None) -> Path:
+    if root is not None:
+        return Path(root)
+    from matflow.settings import get_settings
+
+    return get_settings().models_dir
+
+
+def _version_key(version: str) -> tuple:
+    m = _VERSION_RE.match(version)
+    return (1, *(int(g or 0) for g in m.groups())) if m else (0, version)
+
+
+def list_models(root: str | Path | None = None) -> list[str]:
+    base = _models_dir(root)
+    return sorted(p.name for p in base.iterdir() if p.is_dir() and list_versions(p.name, base)) if base.is_dir() else []
+
+
+def list_versions(name: str, root: str | Path | None = None) -> list[str]:
+    """Versions of a model holding a manifest, oldest first (v2 < v10)."""
+    base = _models_dir(root) / name
+    if not base.is_dir():
+        return []
+    return sorted((p.name for p in base.iterdir() if (p / MANIFEST_FILE).is_file()), key=_version_key)
+
+
+def data_hash(X: pd.DataFrame | np.ndarray, y: np.ndarray) -> str:
+    """SHA-256 (first 16 hex) of the training features and targets, to tell training sets apart."""
+    h = hashlib.sha256()
+    if isinstance(X, pd.DataFrame):
+        h.update(json.dumps([str(c) for c in X.columns]).encode())
+    h.update(np.ascontiguousarray(np.asarray(X, dtype=np.float64)).tobytes())
+    h.update(np.ascontiguousarray(np.asarray(y, dtype=np.float64)).tobytes())
+    return h.hexdigest()[:16]
+
+
+def package_versions() -> dict[str, str]:
+    import matminer
+    import pymatgen.core
+    import safetensors
+    import sklearn
+    import torch
+
+    from matflow import __version__
+
+    return {"matflow": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "scikit-learn": sklearn.__version__, "numpy": np.__version__, "pandas": pd.__version__,
+            "matminer": matminer.__version__, "pymatgen": getattr(pymatgen.core, "__version__", ""),
+            "safetensors": safetensors.__version__}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def save_model(estimator, name: str, version: str, *, preset: str, targets: Sequence[dict],
+               dataset: str, training_hash: str, n_train: int, metrics: dict | None = None,
+               description: str = "", limits: Sequence[str] = (), root: str | Path | None = None,
+               overwrite: bool = False, extra: dict | None = None) -> Path:
+    """Write weights, manifest and model card of a fitted ``MODNetRegressor``; returns the folder.
+
+    ``targets``: one dict per property, in the estimator's order, with ``name``, ``column``, ``unit`` and
+    optionally ``sub_targets`` (e.g. temperatures in K) for multi-output properties.
+    """
+    from safetensors.torch import save_file
+
+    from matflow.featurize import get_preset
+
+    if not re.match(r"^[A-Za-z0-9_.-]+$", name) or not re.match(r"^[A-Za-z0-9_.-]+$", version):
+        raise ValueError(f"model name and version may hold only letters, digits, '_', '-', '.': {name!r} {version!r}")
+    folder = _models_dir(root) / name / version
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise ValueError(f"model {name} version {version} already exists at {folder}; pick a new version")
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors, meta = estimator.get_state()
+    if len(targets) != len(meta["targets"]):
+        raise ValueError(f"targets lists {len(targets)} properties, the model has {len(meta['targets'])}")
+    save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": FORMAT})
+    spec = get_preset(preset)
+    relevance = meta["relevance"] or [None] * len(meta["selected_features"])
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "version": version,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "description": description,
+        "featurizer": {"preset": preset, "preset_key": spec.key(), "description": spec.description,
+                       "featurizers": [{"name": f.name, "on": f.on, "metals_only": f.metals_only}
+                                       for f in spec.specs],
+                       "n_features_in": meta["n_features_in"], "feature_names_in": meta["feature_names_in"]},
+        "selected_features": [{"name": f, "nmi_relevance": r}
+                              for f, r in zip(meta["selected_features"], relevance, strict=True)],
+        "scalers": {"features": "min-max to [-0.5, 0.5] on training rows, NaN -> training median",
+                    "targets": "standardised per sub-target (mean, std in weights)"},
+        "targets": [{**meta_t, **t} for meta_t, t in zip(meta["targets"], targets, strict=True)],
+        "uncertainty": {"method": "bootstrap ensemble + normalised split-conformal",
+                        "coverage": estimator.coverage, "calibrated": meta["calibrated"],
+                        "n_calibration": meta["n_calibration"],
+                        "applicability": {"method": f"mean distance to {estimator.ad_neighbors} nearest "
+                                                    "training rows in scaled selected-feature space",
+                                          "threshold": meta["ad_threshold"],
+                                          "training_quantile": estimator.ad_quantile}},
+        "training_data": {"dataset": dataset, "n_rows": int(n_train), "sha256_16": training_hash},
+        "metrics": metrics or {},
+        "estimator": {k: v for k, v in meta.items() if k not in ("feature_names_in", "selected_features",
+                                                                  "relevance", "targets")},
+        "package_versions": package_versions(),
+        "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(folder / WEIGHTS_FILE)},
+        "limits": list(limits),
+        **(extra or {}),
+    }
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
+    (folder / CARD_FILE).write_text(model_card(manifest))
+    return folder
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def model_card(manifest: dict) -> str:
+    """Markdown model card: data, metrics, uncertainty, limits, selected features with relevance."""
+    t_lines = [f"| {t['name']} | `{t.get('column', '')}` | {t.get('unit', '')} | {t['n_outputs']} |"
+               for t in manifest["targets"]]
+    metric_lines = []
+    for key, value in manifest.get("metrics", {}).items():
+        if isinstance(value, dict):
+            metric_lines.append(f"- **{key}**: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in value.items()
+                                                              if not isinstance(v, (list, dict))))
+        else:
+            metric_lines.append(f"- **{key}**: {_fmt(value)}")
+    feats = [f"| {i + 1} | `{f['name']}` | {_fmt(f['nmi_relevance']) if f['nmi_relevance'] is not None else '–'} |"
+             for i, f in enumerate(manifest["selected_features"])]
+    unc = manifest["uncertainty"]
+    est = manifest["estimator"]["params"]
+    lines = [
+        f"# {manifest['name']} {manifest['version']}",
+        "",
+        manifest.get("description", ""),
+        "",
+        "## Data",
+        f"- Dataset: `{manifest['training_data']['dataset']}`, {manifest['training_data']['n_rows']} training rows "
+        f"(features+targets SHA-256/16 `{manifest['training_data']['sha256_16']}`).",
+        f"- Featurizer preset: `{manifest['featurizer']['preset']}` (key `{manifest['featurizer']['preset_key']}`), "
+        f"{manifest['featurizer']['n_features_in']} raw features.",
+        "",
+        "| target | column | unit | outputs |",
+        "|---|---|---|---|",
+        *t_lines,
+        "",
+        "## Model",
+        f"- MODNet-style network (shared/group/property blocks {est['widths']}, {est['activation']}), "
+        f"{manifest['estimator']['n_members']} bootstrap members, {len(manifest['selected_features'])} NMI-selected features.",
+        f"- Intervals: {unc['method']}, nominal coverage {unc['coverage']:.0%}, "
+        f"{'calibrated on ' + str(unc['n_calibration']) + ' held-out rows' if unc['calibrated'] else 'NOT calibrated (too few rows)'}.",
+        f"- Applicability: {unc['applicability']['method']}; in domain when below {unc['applicability']['threshold']:.4g} "
+        f"({unc['applicability']['training_quantile']:.0%} of training rows are).",
+        "",
+        "## Metrics",
+        *(metric_lines or ["- none recorded"]),
+        "",
+        "## Limits",
+        *(f"- {x}" for x in manifest.get("limits", [])),
+        "- Trained on ordered, DFT-relaxed crystals; disordered, defective or molecular inputs are outside its scope.",
+        "- An interval's coverage is marginal (on average over structures like the training set), "
+        "not per structure; out-of-domain predictions are flagged, not corrected.",
+        "",
+        "## Selected features (order of selection, NMI to target)",
+        "",
+        "| # | feature | NMI |",
+        "|---|---|---|",
+        *feats,
+        "",
+        "## Versions",
+        ", ".join(f"{k} {v}" for k, v in manifest["package_versions"].items()),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+@dataclass
+class RegisteredModel:
+    """A loaded model: the fitted estimator plus its manifest and folder."""
+
+    name: str
+    version: str
+    path: Path
+    manifest: dict
+    estimator: object
+
+    @property
+    def preset(self) -> str:
+        return self.manifest["featurizer"]["preset"]
+
+    def predict_features(self, features: pd.DataFrame):
+        """``Prediction`` for a feature table with (at least) the model's input columns."""
+        names = self.manifest["featurizer"]["feature_names_in"]
+        missing = [c for c in names if c not in features.columns]
+        if missing:
+            raise ValueError(f"model {self.name} {self.version} needs feature columns the table lacks, "
+                             f"e.g. {missing[:3]} ({len(missing)} missing): featurizer mismatch")
+        return self.estimator.predict_dist(features[names].astype(float))
+
+    def predict_table(self, table) -> pd.DataFrame:
+        """One row per (structure, sub-target) from a ``FeatureTable``: value, unit, interval, flag."""
+        ok = table.table[table.table["status"] == "ok"]
+        if ok.empty:
+            return pd.DataFrame(columns=["source", "formula", "target", "value", "unit", "lower", "upper",
+                                         "coverage", "std", "in_domain", "distance"])
+        pred = self.predict_features(ok)
+        mean, lo, hi, sd = (np.atleast_2d(np.asarray(a).T).T for a in (pred.mean, pred.lower, pred.upper, pred.std))
+        rows = []
+        col = 0
+        for target in self.manifest["targets"]:
+            subs = target.get("sub_targets") or [None] * target["n_outputs"]
+            for j in range(target["n_outputs"]):
+                label = target["name"] if subs[j] is None else f"{target['name']}[{subs[j]}]"
+                for i, (source, formula) in enumerate(zip(ok["source"], ok["formula"], strict=True)):
+                    rows.append({"source": source, "formula": formula, "target": label,
+                                 "value": float(mean[i, col + j]), "unit": target.get("unit", ""),
+                                 "lower": float(lo[i, col + j]), "upper": float(hi[i, col + j]),
+                                 "coverage": pred.coverage, "std": float(sd[i, col + j]),
+                                 "in_domain": bool(pred.in_domain[i]), "distance": float(pred.distance[i])})
+            col += target["n_outputs"]
+        return pd.DataFrame(rows)
+
+    def predict_structures(self, structures, sources: Sequence[str] | None = None, *, use_cache: bool = True):
+        """Featurize with the model's preset and predict; returns (rows DataFrame, failures)."""
+        from matflow.featurize import featurize_structures
+
+        table = featurize_structures(list(structures), self.preset, sources=sources, use_cache=use_cache)
+        return self.predict_table(table), table.failures
+
+    def predict_files(self, inputs: Sequence[str], *, n_jobs: int = 1, use_cache: bool = True):
+        """Read, validate, featurize and predict files; bad files are returned as failures, not raised."""
+        from matflow.featurize import featurize_files
+
+        table = featurize_files(list(inputs), self.preset, n_jobs=n_jobs, use_cache=use_cache)
+        return self.predict_table(table), table.failures
+
+
+_REQUIRED = ("format", "format_version", "name", "version", "featurizer", "targets", "estimator", "weights")
+
+
+def load(name: str, version: str = "latest", root: str | Path | None = None) -> RegisteredModel:
+    """Load a registered model; ValueError names the problem (unknown model/version, bad manifest)."""
+    from safetensors.torch import load_file
+
+    from matflow.featurize import PRESETS
+    from matflow.ml.estimator import MODNetRegressor
+
+    base = _models_dir(root)
+    versions = list_versions(name, base)
+    if not versions:
+        known = list_models(base)
+        raise ValueError(f"unknown model {name!r} in {base}; available: {', '.join(known) or 'none'}")
+    if version == "latest":
+        version = versions[-1]
+    elif version not in versions:
+        raise ValueError(f"model {name!r} has no version {version!r}; available: {', '.join(versions)}")
+    folder = base / name / version
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"model {name} {version}: manifest.json is not valid JSON ({exc})") from exc
+    missing = [k for k in _REQUIRED if k not in manifest]
+    if missing:
+        raise ValueError(f"model {name} {version}: incompatible manifest, missing {', '.join(missing)}")
+    if manifest["format"] != FORMAT:
+        raise ValueError(f"model {name} {version}: incompatible manifest format {manifest['format']!r} "
+                         f"(expected {FORMAT!r})")
+    if not isinstance(manifest["format_version"], int) or manifest["format_version"] > FORMAT_VERSION:
+        raise ValueError(f"model {name} {version}: manifest format_version {manifest['format_version']!r} is newer "
+                         f"than this matflow supports ({FORMAT_VERSION}); upgrade matflow")
+    preset = manifest["featurizer"].get("preset")
+    if preset not in PRESETS:
+        raise ValueError(f"model {name} {version}: incompatible manifest, unknown featurizer preset {preset!r}")
+    weights = folder / manifest["weights"].get("file", WEIGHTS_FILE)
+    if not weights.is_file():
+        raise ValueError(f"model {name} {version}: weights file {weights.name} is missing")
+    if manifest["weights"].get("sha256") and _sha256(weights) != manifest["weights"]["sha256"]:
+        raise ValueError(f"model {name} {version}: weights file does not match the manifest's sha256")
+    meta = dict(manifest["estimator"])
+    meta["feature_names_in"] = manifest["featurizer"]["feature_names_in"]
+    meta["selected_features"] = [f["name"] for f in manifest["selected_features"]]
+    rel = [f["nmi_relevance"] for f in manifest["selected_features"]]
+    meta["relevance"] = None if any(r is None for r in rel) else rel
+    meta["targets"] = [{"name": t["name"], "n_outputs": t["n_outputs"], "group": t.get("group", 0)}
+                       for t in manifest["targets"]]
+    try:
+        estimator = MODNetRegressor.from_state(load_file(str(weights)), meta)
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise ValueError(f"model {name} {version}: weights do not fit the manifest ({exc})") from exc
+    return RegisteredModel(name, version, folder, manifest, estimator)

@@ -1,0 +1,145 @@
+"""MODNetRegressor as a scikit-learn estimator, and its calibrated uncertainty.
+
+scikit-learn's estimator checks run on a tiny configuration (two 8-neuron members, 5 epochs, selection
+off so no k-NN MI is needed on the checks' 20-row data). Skipped: none. Score-based expectations are
+relaxed through the ``poor_score`` tag because a 5-epoch network on 20 rows promises no R²; selection is
+covered by its own test below and by tests/ml/test_ml_selection.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from matflow.ml.estimator import MODNetRegressor
+from matflow.ml.uncertainty import (
+    ApplicabilityDomain,
+    ConformalCalibrator,
+    conformal_quantile,
+    empirical_coverage,
+)
+
+TINY = dict(n_features=None, widths=((8,), (8,), (4,)), epochs=5, patience=3, n_estimators=2, batch_size=16)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@parametrize_with_checks([MODNetRegressor(**TINY)])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def _regression(n=300, seed=0, noise=0.2):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 6))
+    y = 2 * np.sin(X[:, 0]) + X[:, 1] * X[:, 2] + 0.5 * X[:, 3] + noise * rng.normal(size=n)
+    return X, y
+
+
+def test_clone_pipeline_and_cross_val_score():
+    X, y = _regression(200)
+    est = MODNetRegressor(n_features=4, widths=((16,), (8,), (4,)), epochs=200, patience=30, n_estimators=2,
+                          lr=3e-3, batch_size=16)
+    twin = clone(est)
+    assert twin.get_params() == est.get_params() and not hasattr(twin, "nets_")
+    twin.set_params(n_features=3)
+    assert twin.n_features == 3 and est.n_features == 4
+    pipe = Pipeline([("scale", StandardScaler()), ("modnet", est)])
+    scores = cross_val_score(pipe, X, y, cv=3, scoring="neg_mean_absolute_error")
+    assert scores.shape == (3,) and np.all(np.isfinite(scores))
+    baseline = np.mean(np.abs(y - y.mean()))
+    assert -scores.mean() < baseline  # learns something
+
+
+def test_selection_inside_estimator_and_nan_inputs():
+    X, y = _regression(250)
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(6)])
+    frame.iloc[::7, 5] = np.nan
+    est = MODNetRegressor(n_features=3, widths=((16,), (8,), (4,)), epochs=30, patience=10, n_estimators=2)
+    est.fit(frame, y)
+    assert len(est.selected_names_) == 3 and "f0" in est.selected_names_
+    assert est.relevance_.shape == (3,)
+    pred = est.predict(frame)
+    assert pred.shape == (250,) and np.all(np.isfinite(pred))
+    with pytest.raises(ValueError):
+        est.predict(frame.rename(columns={"f0": "zz"}))  # feature names are checked
+
+
+def test_conformal_quantile_is_finite_sample_correct():
+    scores = np.arange(1, 20, dtype=float)  # n = 19: (n + 1) * 0.9 = 18 -> 18th smallest
+    assert conformal_quantile(scores, 0.9) == 18.0
+    assert conformal_quantile(scores[:5], 0.9) == np.inf  # too few points for 90 %
+    with pytest.raises(ValueError):
+        conformal_quantile(scores, 1.5)
+
+
+def test_conformal_calibrator_coverage_on_synthetic_heteroscedastic_problem():
+    """Many calibration/test splits of a problem whose std is known up to a wrong factor."""
+    rng = np.random.default_rng(0)
+    covs = []
+    for _ in range(200):
+        sigma = rng.uniform(0.2, 2.0, size=600)
+        y = rng.normal(0.0, sigma)
+        mean, std = np.zeros(600), 0.5 * sigma  # the ensemble underestimates spread 2x
+        cal = ConformalCalibrator(0.9).fit(y[:200], mean[:200], std[:200])
+        lo, hi = cal.interval(mean[200:], std[200:])
+        covs.append(empirical_coverage(y[200:], lo, hi))
+    assert 0.89 <= np.mean(covs) <= 0.91
+    naive = np.mean(np.abs(y) <= 1.645 * 0.5 * sigma)  # uncalibrated Gaussian interval under-covers
+    assert naive < 0.7
+
+
+def test_estimator_interval_coverage_on_held_out_data():
+    X, y = _regression(1400, seed=1, noise=0.4)
+    est = MODNetRegressor(n_features=None, widths=((32,), (16,), (8,)), epochs=60, patience=10,
+                          n_estimators=3, calib_fraction=0.3, batch_size=64)
+    covs = []
+    for k in range(2):
+        test = np.arange(k * 400, (k + 1) * 400)
+        train = np.setdiff1d(np.arange(1400), test)
+        est.set_params(random_state=k).fit(X[train], y[train])
+        p = est.predict_dist(X[test])
+        assert p.calibrated and p.coverage == 0.9
+        assert np.all(p.lower <= p.mean) and np.all(p.mean <= p.upper)
+        covs.append(empirical_coverage(y[test], p.lower, p.upper))
+    assert 0.85 <= np.mean(covs) <= 0.95
+
+
+def test_applicability_domain_flags_far_points():
+    rng = np.random.default_rng(0)
+    train = rng.uniform(-0.5, 0.5, size=(300, 3))
+    ad = ApplicabilityDomain(5, 0.95).fit(train)
+    ok, dist = ad.in_domain(np.array([[0.0, 0.0, 0.0], [3.0, 3.0, 3.0]]))
+    assert list(ok) == [True, False] and dist[1] > dist[0]
+    assert 0.9 <= ad.in_domain(rng.uniform(-0.5, 0.5, size=(500, 3)))[0].mean() <= 1.0
+
+
+def test_small_data_falls_back_to_uncalibrated_intervals():
+    X, y = _regression(30)
+    p = MODNetRegressor(**TINY).fit(X, y).predict_dist(X)
+    assert not p.calibrated and np.all(p.upper >= p.lower)
+
+
+def test_log_target_and_mae_loss_options():
+    X, y = _regression(200)
+    y_pos = np.exp(0.5 * y)
+    est = MODNetRegressor(**{**TINY, "epochs": 20}, loss="mae", target_transform="log").fit(X, y_pos)
+    p = est.predict_dist(X)
+    assert np.all(p.lower > 0) and np.all(p.lower <= p.mean) and np.all(p.mean <= p.upper)
+    with pytest.raises(ValueError, match="strictly positive"):
+        clone(est).fit(X, y)
+    with pytest.raises(ValueError, match="loss must be"):
+        MODNetRegressor(**TINY, loss="huber").fit(X, y)
