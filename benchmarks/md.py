@@ -150,7 +150,7 @@ def main() -> None:
            "settings": {"ensemble": "NVT Berendsen", "temperature_K": 800.0, "timestep_fs": 2.0,
                         "taut_fs": 100.0, "n_steps": args.steps, "seed": 0},
            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {args.threads} torch threads, "
-                      "no GPU; the cores were shared with other engineers' jobs, so absolute rates "
+                      "no GPU; the cores were shared with other jobs, so absolute rates "
                       "are noisy; each pair ran back to back and the 1-min load average before and "
                       "after each timed run is recorded",
            "notes": "matflow wall time includes writing every frame to extxyz and a checkpoint every "
