@@ -162,12 +162,15 @@ class PhononCalc:
         weights = ph.mesh.weights
         imag = freqs < -s["imaginary_tol_THz"]
         imaginary_fraction = float((imag * weights[:, None]).sum() / (weights.sum() * freqs.shape[1]))
-        gamma = ph.get_frequencies([0.0, 0.0, 0.0])
+        ph.run_qpoints([[0.0, 0.0, 0.0]])
+        gamma = ph.qpoints.frequencies[0]
         ph.run_total_dos()
-        dos = ph.get_total_dos_dict()
+        dos = {"frequency_points": ph.total_dos.frequency_points, "total_dos": ph.total_dos.dos}
         ph.run_thermal_properties(t_min=s["t_min_K"], t_max=s["t_max_K"], t_step=s["t_step_K"],
                                   exclude_gamma_acoustic=True)
-        tp = ph.get_thermal_properties_dict()
+        thermal = ph.thermal_properties
+        tp = {"temperatures": thermal.temperatures, "entropy": thermal.entropy,
+              "heat_capacity": thermal.heat_capacity, "free_energy": thermal.free_energy}
         return PhononResult(
             formula=pmg.composition.reduced_formula, n_atoms=n, supercell_matrix=sc_matrix.tolist(),
             n_displacements=n_disp, temperatures_K=np.asarray(tp["temperatures"]).tolist(),
