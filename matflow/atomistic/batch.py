@@ -7,6 +7,7 @@ per-input failures (file and reason). One bad input never stops the batch.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -40,6 +41,34 @@ def _summary(kind: str, outdir: Path, ok: list[dict], failures: list[FailedInput
     return summary
 
 
+def _run_batch(kind: str, inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike,
+               run_one: Callable[[object, Path], dict],
+               on_start: Callable[[str], None] | None = None,
+               prepare: Callable[[], object] | None = None) -> dict:
+    """Read inputs, call ``run_one(item, folder)`` per good structure and collect results and failures.
+
+    One folder per structure under ``outdir``; an exception on one structure becomes a failure row
+    (file and reason) and the batch goes on. ``prepare`` (e.g. building the calculator, which
+    validates its options) runs once, outside the per-structure guard, when there is work to do.
+    """
+    outdir = Path(outdir)
+    batch = read_structures(list(inputs))
+    failures = list(batch.failures)
+    ok = []
+    dirs = _unique_dirs([s.source for s in batch.structures], outdir)
+    if batch.structures and prepare is not None:
+        prepare()
+    for item, folder in zip(batch.structures, dirs, strict=True):
+        if on_start:
+            on_start(item.source)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            ok.append(run_one(item, folder))
+        except Exception as exc:  # one bad structure must not stop the batch (MD keeps its last frame)
+            failures.append(FailedInput(item.source, f"{type(exc).__name__}: {exc}"))
+    return _summary(kind, outdir, ok, failures)
+
+
 def relax_files(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, *,
                 on_start: Callable[[str], None] | None = None, **options) -> dict:
     """Relax every structure; writes ``<name>/relaxed.cif`` and ``<name>/relax.json``."""
@@ -47,25 +76,16 @@ def relax_files(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, 
 
     from matflow.atomistic.relax import RelaxCalc
 
-    outdir = Path(outdir)
-    batch = read_structures(list(inputs))
-    failures = list(batch.failures)
-    ok = []
-    calc = RelaxCalc(**options) if batch.structures else None
-    dirs = _unique_dirs([s.source for s in batch.structures], outdir)
-    for item, folder in zip(batch.structures, dirs, strict=True):
-        if on_start:
-            on_start(item.source)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            res = calc.relax(item.structure, source=item.source, trajectory=folder / "relax.traj")
-            Structure.from_dict(res.structure).to(filename=str(folder / "relaxed.cif"))
-            (folder / "relax.json").write_text(json.dumps(res.to_dict(), indent=1))
-            ok.append({k: v for k, v in res.to_dict().items() if k not in ("structure", "versions")}
-                      | {"output": str(folder)})
-        except Exception as exc:  # one bad structure must not stop the batch
-            failures.append(FailedInput(item.source, f"{type(exc).__name__}: {exc}"))
-    return _summary("relax", outdir, ok, failures)
+    calc = functools.cache(lambda: RelaxCalc(**options))  # built only when a structure is good
+
+    def run_one(item, folder: Path) -> dict:
+        res = calc().relax(item.structure, source=item.source, trajectory=folder / "relax.traj")
+        Structure.from_dict(res.structure).to(filename=str(folder / "relaxed.cif"))
+        (folder / "relax.json").write_text(json.dumps(res.to_dict(), indent=1))
+        return ({k: v for k, v in res.to_dict().items() if k not in ("structure", "versions")}
+                | {"output": str(folder)})
+
+    return _run_batch("relax", inputs, outdir, run_one, on_start, prepare=calc)
 
 
 def md_files(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, settings=None, *,
@@ -77,28 +97,20 @@ def md_files(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, set
 
     settings = settings or MDSettings()
     settings.validate()
-    outdir = Path(outdir)
-    batch = read_structures(list(inputs))
-    failures = list(batch.failures)
-    ok = []
-    dirs = _unique_dirs([s.source for s in batch.structures], outdir)
-    for item, folder in zip(batch.structures, dirs, strict=True):
-        if on_start:
-            on_start(item.source)
-        try:
-            cb = (lambda step, n, src=item.source: progress(src, step, n)) if progress else None
-            res = run_md(item.structure, folder, settings, progress=cb)
-            row = {k: v for k, v in res.to_dict().items() if k not in ("versions", "settings")}
-            row["source"] = item.source
-            if analyze:
-                report = analyze_trajectory(res.trajectory, folder / "analysis")
-                (folder / "analysis.json").write_text(json.dumps(report, indent=1, default=float))
-                row["analysis"] = {k: report[k] for k in ("equilibration_cut_time_fs", "series",
-                                                          "rdf_first_peak_A", "diffusion")}
-            ok.append(row)
-        except Exception as exc:  # keep the batch going; MDBlowUpError keeps its last frame on disk
-            failures.append(FailedInput(item.source, f"{type(exc).__name__}: {exc}"))
-    return _summary("md", outdir, ok, failures)
+
+    def run_one(item, folder: Path) -> dict:
+        cb = (lambda step, n, src=item.source: progress(src, step, n)) if progress else None
+        res = run_md(item.structure, folder, settings, progress=cb)
+        row = {k: v for k, v in res.to_dict().items() if k not in ("versions", "settings")}
+        row["source"] = item.source
+        if analyze:
+            report = analyze_trajectory(res.trajectory, folder / "analysis")
+            (folder / "analysis.json").write_text(json.dumps(report, indent=1, default=float))
+            row["analysis"] = {k: report[k] for k in ("equilibration_cut_time_fs", "series",
+                                                      "rdf_first_peak_A", "diffusion")}
+        return row
+
+    return _run_batch("md", inputs, outdir, run_one, on_start)
 
 
 def phonons_files(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, *,
@@ -106,26 +118,17 @@ def phonons_files(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
     """Phonons for every structure; writes ``<name>/phonons.json`` (DOS, S, Cv, F on the T grid)."""
     from matflow.atomistic.phonons import PhononCalc
 
-    outdir = Path(outdir)
-    batch = read_structures(list(inputs))
-    failures = list(batch.failures)
-    ok = []
-    calc = PhononCalc(**options) if batch.structures else None
-    dirs = _unique_dirs([s.source for s in batch.structures], outdir)
-    for item, folder in zip(batch.structures, dirs, strict=True):
-        if on_start:
-            on_start(item.source)
-        try:
-            res = calc.run(item.structure)
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "phonons.json").write_text(json.dumps(res.to_dict(), indent=1))
-            at300 = res.at(300.0)
-            ok.append({"source": item.source, "formula": res.formula, "output": str(folder),
-                       "S_300K_J_per_K_mol_atom": at300["S_J_per_K_mol_atom"],
-                       "Cv_300K_J_per_K_mol_atom": at300["Cv_J_per_K_mol_atom"],
-                       "F_300K_kJ_per_mol_atom": at300["F_kJ_per_mol_atom"],
-                       "has_imaginary_modes": res.has_imaginary_modes,
-                       "min_frequency_THz": res.min_frequency_THz, "wall_time_s": res.wall_time_s})
-        except Exception as exc:
-            failures.append(FailedInput(item.source, f"{type(exc).__name__}: {exc}"))
-    return _summary("phonons", outdir, ok, failures)
+    calc = functools.cache(lambda: PhononCalc(**options))  # built only when a structure is good
+
+    def run_one(item, folder: Path) -> dict:
+        res = calc().run(item.structure)
+        (folder / "phonons.json").write_text(json.dumps(res.to_dict(), indent=1))
+        at300 = res.at(300.0)
+        return {"source": item.source, "formula": res.formula, "output": str(folder),
+                "S_300K_J_per_K_mol_atom": at300["S_J_per_K_mol_atom"],
+                "Cv_300K_J_per_K_mol_atom": at300["Cv_J_per_K_mol_atom"],
+                "F_300K_kJ_per_mol_atom": at300["F_kJ_per_mol_atom"],
+                "has_imaginary_modes": res.has_imaginary_modes,
+                "min_frequency_THz": res.min_frequency_THz, "wall_time_s": res.wall_time_s}
+
+    return _run_batch("phonons", inputs, outdir, run_one, on_start, prepare=calc)
