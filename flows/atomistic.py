@@ -6,6 +6,8 @@ markdown summary artifact. Runs on Prefect's ephemeral local server unless PREFE
 
 from __future__ import annotations
 
+import re
+
 import flows._prefect_env  # noqa: F401  (sets Prefect defaults; must precede the prefect import)
 
 # isort: split
@@ -22,7 +24,9 @@ def _report(kind: str, summary: dict, lines: list[str]) -> None:
     lines = [f"# CHGNet {kind}", f"- output: `{summary['outdir']}`",
              f"- structures: {summary['n_ok']} ok, {summary['n_failed']} failed", *lines]
     lines += [f"- failed `{f['source']}`: {f['reason']}" for f in summary["failures"][:50]]
-    create_markdown_artifact("\n".join(lines), key=f"chgnet-{kind}-summary",
+    # Prefect artifact keys allow only lowercase letters, digits and dashes
+    key = re.sub(r"[^a-z0-9-]+", "-", f"chgnet-{kind}-summary".lower())
+    create_markdown_artifact("\n".join(lines), key=key,
                              description=f"CHGNet {kind} summary")
 
 
