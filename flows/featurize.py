@@ -6,8 +6,6 @@ Runs on Prefect's ephemeral local server by default, or on a real server when PR
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
@@ -58,7 +56,6 @@ def featurize(
     ]
     lines += [f"- failed `{f['source']}`: {f['reason']}" for f in summary["failures"][:50]]
     create_markdown_artifact("\n".join(lines), key="featurize-summary", description="featurization summary")
-    Path(summary["output"]).parent.mkdir(parents=True, exist_ok=True)
     return summary
 
 

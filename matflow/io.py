@@ -143,13 +143,6 @@ def _check_raw_file(path: Path) -> bytes:
         raise StructureInputError(path, "empty file")
     if b"\x00" in raw[:8192]:
         raise StructureInputError(path, "binary file, not a text structure format")
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        try:
-            raw.decode("latin-1")
-        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-            raise StructureInputError(path, "binary file, not a text structure format") from exc
     return raw
 
 
@@ -198,7 +191,7 @@ def _parse_cif(path: Path, text: str) -> list[Structure]:
 def _parse_poscar(path: Path, text: str) -> list[Structure]:
     from pymatgen.io.vasp import Poscar
 
-    lines = [ln for ln in text.splitlines()]
+    lines = text.splitlines()
     if len(lines) >= 6:
         tokens = lines[5].split()
         if tokens and all(not t.lstrip("-").isdigit() for t in tokens):

@@ -204,13 +204,12 @@ def _assemble(
         meta["formula"].append(formula)
         meta["status"].append(row["status"])
         meta["errors"].append(row["errors"])
-    for j, failure in enumerate(failures):
+    for failure in failures:
         index.append(None)
         meta["source"].append(failure.source)
         meta["formula"].append("")
         meta["status"].append("failed")
         meta["errors"].append(failure.reason)
-        del j
     df = pd.DataFrame(data, columns=labels)
     for name in reversed(META_COLUMNS):
         df.insert(0, name, meta[name])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import Pipeline
@@ -27,14 +26,6 @@ from matflow.ml.uncertainty import (
 )
 
 TINY = dict(n_features=None, widths=((8,), (8,), (4,)), epochs=5, patience=3, n_estimators=2, batch_size=16)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @parametrize_with_checks([MODNetRegressor(**TINY)])

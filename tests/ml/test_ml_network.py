@@ -10,14 +10,6 @@ from matflow.ml.estimator import MODNetRegressor
 from matflow.ml.network import JointNet, TargetSpec, train_network
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _data(n=160, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.uniform(-0.5, 0.5, size=(n, 4))
