@@ -97,3 +97,35 @@ def test_isolated_atoms_raise(fast_calc):
     atoms.calc = fast_calc
     with pytest.raises(IsolatedAtomError, match="no neighbour"):
         atoms.get_forces()
+
+
+def test_vectorised_graph_holds_chgnet_bonds_and_angles(chgnet_model, fast_calc, cu4, crconi16):
+    """Same directed edges, same undirected pairing and the same angle set as CHGNet's converter,
+    including a one-atom cell whose bonds all join an atom to its own images."""
+    from ase.build import bulk
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    for atoms in (bulk("Cu", "fcc", a=3.61), cu4, crconi16, bulk("Si", "diamond", a=5.43)):
+        ref = chgnet_model.graph_converter(AseAtomsAdaptor.get_structure(atoms))
+        ours = fast_calc.graph(atoms, reuse=False)
+
+        def edges(g):
+            pairs, images = g.atom_graph.numpy(), g.neighbor_image.numpy().astype(int)
+            return [(int(p[0]), int(p[1]), *map(int, img)) for p, img in zip(pairs, images, strict=True)]
+
+        def angles(g, ids):
+            return sorted((ids[int(r[2])], ids[int(r[4])]) for r in g.bond_graph.numpy())
+
+        def undirected(g, ids):
+            d2u = g.directed2undirected.numpy()
+            groups: dict[int, set] = {}
+            for k, u in enumerate(d2u):
+                groups.setdefault(int(u), set()).add(ids[k])
+            return sorted(tuple(sorted(v)) for v in groups.values())
+
+        ref_ids, our_ids = edges(ref), edges(ours)
+        assert sorted(ref_ids) == sorted(our_ids)
+        assert angles(ref, ref_ids) == angles(ours, our_ids)
+        assert undirected(ref, ref_ids) == undirected(ours, our_ids)
+        u2d = ours.undirected2directed.numpy()
+        assert (ours.directed2undirected.numpy()[u2d] == np.arange(len(u2d))).all()
