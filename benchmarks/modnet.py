@@ -54,8 +54,11 @@ def _machine() -> dict:
             "note": "2 shared CPU cores (other jobs running concurrently), no GPU"}
 
 
-def _results_path(dataset: str, config: str) -> Path:
-    return RESULTS / (f"modnet_{dataset}.json" if config == "default" else f"modnet_{dataset}_{config}.json")
+def _results_path(dataset: str, config: str, preset: str = "structure") -> Path:
+    name = f"modnet_{dataset}"
+    name += "" if config == "default" else f"_{config}"
+    name += "" if preset == "structure" else f"_{preset}"
+    return RESULTS / f"{name}.json"
 
 
 def _register(payload: dict, data, cross, dataset: str, config: str, version: str, n_threads: int) -> str:
@@ -73,31 +76,33 @@ def _register(payload: dict, data, cross, dataset: str, config: str, version: st
     return str(Path(path).relative_to(Path(__file__).resolve().parent.parent))
 
 
-def register_from_results(dataset: str, config: str, version: str, n_threads: int) -> None:
-    out = _results_path(dataset, config)
+def register_from_results(dataset: str, config: str, version: str, n_threads: int,
+                          preset: str = "structure") -> None:
+    out = _results_path(dataset, config, preset)
     payload = json.loads(out.read_text())
     if payload.get("status") != "done":
         raise SystemExit(f"{out} holds no finished CV run")
-    data = pipeline.featurize_dataset(dataset, "structure")
+    data = pipeline.featurize_dataset(dataset, preset)
     cross = pipeline.dataset_cross_nmi(data)
     payload["registered_model"] = _register(payload, data, cross, dataset, config, version, n_threads)
     _write(out, payload)
 
 
-def bench_cv(dataset: str, config: str, n_jobs: int, register: bool, version: str, n_threads: int) -> dict:
+def bench_cv(dataset: str, config: str, n_jobs: int, register: bool, version: str, n_threads: int,
+             preset: str = "structure") -> dict:
     t0 = time.perf_counter()
-    data = pipeline.featurize_dataset(dataset, "structure", n_jobs=n_jobs)
+    data = pipeline.featurize_dataset(dataset, preset, n_jobs=n_jobs)
     t_feat = time.perf_counter() - t0
     t0 = time.perf_counter()
     cross = pipeline.dataset_cross_nmi(data, n_jobs=n_jobs)
     t_nmi = time.perf_counter() - t0
-    out = _results_path(dataset, config)
+    out = _results_path(dataset, config, preset)
     payload = {
         "benchmark": f"modnet_{dataset}", "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "dataset": dataset, "n_rows": len(data.X), "n_failed_featurization": data.n_failed,
         "protocol": ("official Matbench v0.1 folds (KFold(5, shuffle=True, random_state=18012019))"
                      if dataset == "matbench_phonons" else "KFold(5, shuffle=True, random_state=0) over file order"),
-        "target": data.targets, "featurizer_preset": "structure", "n_raw_features": data.X.shape[1],
+        "target": data.targets, "featurizer_preset": preset, "n_raw_features": data.X.shape[1],
         "config": {k: v for k, v in pipeline.CONFIGS[config].items()}, "config_name": config,
         "featurize_wall_s_cached_or_not": round(t_feat, 1), "cross_nmi_wall_s_cached_or_not": round(t_nmi, 1),
         "anchors": ANCHORS.get(dataset, {}), "machine": _machine(), "package_versions": package_versions(),
@@ -148,6 +153,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("datasets", nargs="+", choices=["matbench_phonons", "alexandria_cv300", "vib_thermo_5"])
     ap.add_argument("--config", default="default")
+    ap.add_argument("--preset", default="structure", help="featurizer preset")
     ap.add_argument("--n-jobs", type=int, default=2, help="featurization / cross-NMI processes")
     ap.add_argument("--n-threads", type=int, default=1, help="torch threads while training")
     ap.add_argument("--register", action="store_true", help="train on all rows and register the model")
@@ -159,9 +165,10 @@ def main() -> None:
         if dataset == "vib_thermo_5":
             bench_vib_thermo(args.n_threads)
         elif args.register_only:
-            register_from_results(dataset, args.config, args.version, args.n_threads)
+            register_from_results(dataset, args.config, args.version, args.n_threads, args.preset)
         else:
-            bench_cv(dataset, args.config, args.n_jobs, args.register, args.version, args.n_threads)
+            bench_cv(dataset, args.config, args.n_jobs, args.register, args.version, args.n_threads,
+                     args.preset)
 
 
 if __name__ == "__main__":

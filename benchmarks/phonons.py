@@ -80,16 +80,34 @@ def run_fixture(calc: PhononCalc, meta: dict) -> dict:
     return payload
 
 
+def _subset_text(n: int, seed: int, max_sites: int) -> str:
+    text = f"first {n} of a seed-{seed} random permutation of the 1,170 rows"
+    return text + (f", keeping rows with nsites <= {max_sites} (cost cap)" if max_sites else
+                   " (all sizes)")
+
+
+def _alexandria_payload(meta: dict, rows: list[dict], n: int, seed: int, max_sites: int,
+                        wall_s: float) -> dict:
+    return {**meta, "benchmark": "Alexandria PBE binaries, Cv at 300 K",
+            "units": "J K^-1 mol^-1 per mole of atoms", "subset": _subset_text(n, seed, max_sites),
+            "n_requested": n, "n_done": len(rows), "wall_time_s": wall_s,
+            "Cv_300K": _summary(rows, "Cv_chgnet", "Cv_ref"), "materials": rows}
+
+
 def run_alexandria(calc: PhononCalc, meta: dict, n: int, max_sites: int, seed: int,
-                   tag: str = "") -> dict:
+                   tag: str = "", shard: tuple[int, int] = (0, 1)) -> dict:
+    """Cv(300 K) of a fixed random subset; ``shard=(k, m)`` runs every m-th material from the k-th
+    (for m processes side by side) into its own part file, joined by ``merge_shards``."""
     from matflow.datasets import load_alexandria_cv300
 
     df = load_alexandria_cv300()
     order = np.random.default_rng(seed).permutation(len(df))
-    picked = [i for i in order if int(df.iloc[i].nsites) <= max_sites][:n]
-    rows, out_path = [], RESULTS / f"phonons_alexandria{tag}.json"
+    picked = [i for i in order if not max_sites or int(df.iloc[i].nsites) <= max_sites][:n]
+    k, m = shard
+    suffix = f".part{k}of{m}" if m > 1 else ""
+    rows, out_path = [], RESULTS / f"phonons_alexandria{tag}{suffix}.json"
     t_all = time.perf_counter()
-    for i in picked:
+    for i in picked[k::m]:
         row = df.iloc[i]
         t0 = time.perf_counter()
         entry = {"row": int(i), "mp_id": row.mp_id, "formula": row.formula, "nsites": int(row.nsites),
@@ -99,19 +117,31 @@ def run_alexandria(calc: PhononCalc, meta: dict, n: int, max_sites: int, seed: i
             entry |= {"Cv_chgnet": res.at(300.0)["Cv_J_per_K_mol_atom"],
                       "has_imaginary_modes": res.has_imaginary_modes,
                       "min_frequency_THz": res.min_frequency_THz,
-                      "n_displacements": res.n_displacements}
+                      "n_displacements": res.n_displacements,
+                      "supercell_atoms": int(round(res.n_atoms * abs(np.linalg.det(res.supercell_matrix))))}
         except Exception as exc:
             entry["error"] = f"{type(exc).__name__}: {exc}"
         entry["time_s"] = time.perf_counter() - t0
+        entry["load_average_1min"] = os.getloadavg()[0]
         rows.append(entry)
         print(json.dumps(entry), flush=True)
-        payload = {**meta, "benchmark": "Alexandria PBE binaries, Cv at 300 K",
-                   "units": "J K^-1 mol^-1 per mole of atoms",
-                   "subset": f"first {n} of a seed-{seed} random permutation of the 1,170 rows, "
-                             f"keeping rows with nsites <= {max_sites} (cost cap)",
-                   "n_requested": n, "n_done": len(rows), "wall_time_s": time.perf_counter() - t_all,
-                   "Cv_300K": _summary(rows, "Cv_chgnet", "Cv_ref"), "materials": rows}
-        _write(out_path, payload)
+        _write(out_path, _alexandria_payload(meta, rows, n, seed, max_sites, time.perf_counter() - t_all))
+    return _alexandria_payload(meta, rows, n, seed, max_sites, time.perf_counter() - t_all)
+
+
+def merge_shards(tag: str, m: int) -> dict:
+    """Join the part files of an m-way sharded Alexandria run into one results file."""
+    parts = [json.loads((RESULTS / f"phonons_alexandria{tag}.part{k}of{m}.json").read_text())
+             for k in range(m)]
+    rows = [r for part in parts for r in part["materials"]]
+    meta = {key: val for key, val in parts[0].items()
+            if key not in ("materials", "Cv_300K", "n_done", "wall_time_s")}
+    payload = {**meta, "n_done": len(rows), "Cv_300K": _summary(rows, "Cv_chgnet", "Cv_ref"),
+               "wall_time_s": max(p["wall_time_s"] for p in parts),
+               "processes": m, "materials": rows}
+    _write(RESULTS / f"phonons_alexandria{tag}.json", payload)
+    for k in range(m):
+        (RESULTS / f"phonons_alexandria{tag}.part{k}of{m}.json").unlink()
     return payload
 
 
@@ -119,7 +149,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--fixture", action="store_true")
     ap.add_argument("--alexandria", type=int, default=0, help="number of binaries (0 = skip)")
-    ap.add_argument("--max-sites", type=int, default=16)
+    ap.add_argument("--max-sites", type=int, default=0, help="skip larger cells (0 = all sizes)")
+    ap.add_argument("--shard", default="0/1", help="K/M: run every M-th material from the K-th")
+    ap.add_argument("--merge-shards", type=int, default=0, help="join M part files and exit")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--supercell-min-length", type=float, default=10.0)
     ap.add_argument("--fmax", type=float, default=0.01)
@@ -128,6 +160,10 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the Alexandria results file name")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    if args.merge_shards:
+        summary = merge_shards(args.tag, args.merge_shards)["Cv_300K"]
+        print(json.dumps(summary, indent=1))
+        return
     set_torch_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     calc = PhononCalc(supercell_min_length_A=args.supercell_min_length, fmax_eV_per_A=args.fmax,
@@ -138,11 +174,13 @@ def main() -> None:
             "notes": ("input (DFT) geometry used as is" if args.no_relax else
                       "structures relaxed with CHGNet (positions+cell)")
                      + " before phonopy finite displacements; imaginary modes excluded from S and Cv "
-                       "and counted; timings on a 2-core machine shared with other jobs (load ~4-8)."}
+                       "and counted; timings on a 2-core machine shared with other jobs (the 1-min "
+                       "load average after each material is recorded)."}
     if args.fixture:
         run_fixture(calc, meta)
     if args.alexandria:
-        run_alexandria(calc, meta, args.alexandria, args.max_sites, args.seed, args.tag)
+        k, m = (int(x) for x in args.shard.split("/"))
+        run_alexandria(calc, meta, args.alexandria, args.max_sites, args.seed, args.tag, (k, m))
 
 
 if __name__ == "__main__":

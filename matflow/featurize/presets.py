@@ -40,10 +40,15 @@ class Preset:
     specs: tuple[FeaturizerSpec, ...]
     needs_structure: bool
     handles_disorder: bool
+    parts: tuple[str, ...] = ()
+    """Names of other presets this one concatenates; each part keeps its own cache entries, so a
+    composite preset reuses what its parts already computed."""
     _labels: list[str] = field(default_factory=list, compare=False, repr=False)
     _key: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def build(self) -> list[tuple[FeaturizerSpec, BaseFeaturizer]]:
+        if self.parts:
+            return [pair for part in self.parts for pair in get_preset(part).build()]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return [(spec, spec.factory()) for spec in self.specs]
@@ -65,6 +70,9 @@ class Preset:
         import matminer
         import pymatgen.core
 
+        if self.parts:
+            joined = json.dumps([self.name, *(get_preset(p).key() for p in self.parts)])
+            return hashlib.sha256(joined.encode()).hexdigest()[:16]
         parts = [self.name, matminer.__version__, getattr(pymatgen.core, "__version__", "")]
         for spec, feat in self.build():
             parts.append(f"{spec.name}:{spec.on}:{spec.metals_only}:{type(feat).__name__}:{_describe(feat)}")
@@ -182,6 +190,12 @@ _STRUCTURE_CORE = (
     FeaturizerSpec("heterogeneity", _heterogeneity, on="structure"),
 )
 
+def _chgnet_gamma():
+    from matflow.featurize.chgnet_phonons import CHGNetGammaPhonons
+
+    return CHGNetGammaPhonons()
+
+
 PRESETS: dict[str, Preset] = {
     "composition": Preset(
         "composition",
@@ -208,6 +222,23 @@ PRESETS: dict[str, Preset] = {
         + _COMPOSITION_CORE,
         needs_structure=True,
         handles_disorder=False,
+    ),
+    "chgnet-gamma": Preset(
+        "chgnet-gamma",
+        "Γ-point phonon frequencies, energy, residual force and pressure from pretrained CHGNet "
+        "(finite displacements in the primitive cell; about 0.1-1 s per structure).",
+        (FeaturizerSpec("chgnet_gamma", _chgnet_gamma, on="structure"),),
+        needs_structure=True,
+        handles_disorder=False,
+    ),
+    "structure-chgnet": Preset(
+        "structure-chgnet",
+        "The structure preset plus CHGNet Γ-point phonon descriptors (chgnet-gamma); the preset for "
+        "vibrational properties.",
+        (),
+        needs_structure=True,
+        handles_disorder=False,
+        parts=("structure", "chgnet-gamma"),
     ),
 }
 

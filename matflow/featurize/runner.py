@@ -92,6 +92,7 @@ def _worker_init(preset_name: str) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
+    os.environ["MATFLOW_FEATURIZE_WORKER"] = "1"  # torch-based featurizers take one thread too
     _WORKER_PRESET = preset_name
     _WORKER_FEATURIZERS = get_preset(preset_name).build()
 
@@ -229,11 +230,41 @@ def _featurize_objects(
     failures: list[FailedInput],
 ) -> FeatureTable:
     labels = preset.feature_labels()
-    preset_key = preset.key()
     if use_cache and cache is None:
         cache = default_cache()
     elif not use_cache:
         cache = None
+    rows, n_computed, n_cached = _preset_rows(objs, keys, preset, n_jobs, cache, progress)
+    formulas = [o.composition.reduced_formula if isinstance(o, Structure) else o.reduced_formula for o in objs]
+    table = _assemble(keys, sources, formulas, rows, labels, failures)
+    failed_rows = [FailedInput(s, r) for s, st, r in
+                   zip(table["source"], table["status"], table["errors"], strict=True) if st == "failed"]
+    return FeatureTable(table, preset.name, failures=failed_rows,
+                        n_computed=n_computed, n_cached=n_cached)
+
+
+def _preset_rows(
+    objs: Sequence[Structure | Composition],
+    keys: list[str],
+    preset: Preset,
+    n_jobs: int,
+    cache: FeatureCache | None,
+    progress: bool,
+) -> tuple[dict[str, dict], int, int]:
+    """Feature rows by key, from the cache where present; a composite preset joins its parts'."""
+    if preset.parts:
+        parts = [_preset_rows(objs, keys, get_preset(name), n_jobs, cache, progress)
+                 for name in preset.parts]
+        rows = {}
+        for key in dict.fromkeys(keys):
+            pieces = [part_rows[key] for part_rows, _, _ in parts]
+            rows[key] = {
+                "values": [v for piece in pieces for v in piece["values"]],
+                "errors": "; ".join(piece["errors"] for piece in pieces if piece["errors"]),
+                "status": "failed" if all(p["status"] == "failed" for p in pieces) else "ok",
+            }
+        return rows, max(n for _, n, _ in parts), min(n for _, _, n in parts)
+    preset_key = preset.key()
     cached = cache.get_many(preset_key, keys) if cache is not None else {}
     todo: dict[str, Structure | Composition] = {}
     for key, obj in zip(keys, objs, strict=True):
@@ -242,13 +273,7 @@ def _featurize_objects(
     computed = _compute(list(todo.items()), preset, n_jobs, progress)
     if cache is not None:
         cache.put_many(preset_key, computed)
-    rows = {**cached, **computed}
-    formulas = [o.composition.reduced_formula if isinstance(o, Structure) else o.reduced_formula for o in objs]
-    table = _assemble(keys, sources, formulas, rows, labels, failures)
-    failed_rows = [FailedInput(s, r) for s, st, r in
-                   zip(table["source"], table["status"], table["errors"], strict=True) if st == "failed"]
-    return FeatureTable(table, preset.name, failures=failed_rows,
-                        n_computed=len(computed), n_cached=len(set(keys) & set(cached)))
+    return {**cached, **computed}, len(computed), len(set(keys) & set(cached))
 
 
 def featurize_structures(
