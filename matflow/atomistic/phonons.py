@@ -141,7 +141,12 @@ class PhononCalc:
         ph.generate_displacements(distance=s["displacement_A"])
         supercells = [Atoms(symbols=sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions,
                             pbc=True) for sc in ph.supercells_with_displacements]
-        ph.forces = np.array(self._forces(supercells))
+        pristine = Atoms(symbols=ph.supercell.symbols, cell=ph.supercell.cell,
+                         scaled_positions=ph.supercell.scaled_positions, pbc=True)
+        forces = self._forces([pristine, *supercells])
+        # residual forces of the undisplaced supercell (an unrelaxed or loosely relaxed input) would
+        # read as stiffness in the one-sided differences: subtract them, as phonopy's --fz does
+        ph.forces = np.array([f - forces[0] for f in forces[1:]])
         ph.produce_force_constants()
         ph.symmetrize_force_constants()
         return ph, atoms, relaxed, sc_matrix, len(supercells)

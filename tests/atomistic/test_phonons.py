@@ -51,6 +51,25 @@ def test_phonopy_reproduces_analytic_simple_cubic_spring_crystal():
     assert _thz(2 * np.sqrt(K_SPRING / mass)) > 1.0  # a non-trivial frequency was checked
 
 
+class SpringsInAField(NearestNeighbourSprings):
+    """The spring crystal plus a uniform force on every atom: a geometry that is not a minimum, with
+    exactly the same force constants."""
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        self.results["forces"] = self.results["forces"] + np.array([0.3, -0.2, 0.1])
+
+
+def test_residual_forces_do_not_read_as_stiffness():
+    from matflow.atomistic.phonons import PhononCalc
+
+    atoms = Atoms("Al", positions=[[0, 0, 0]], cell=[A_SC] * 3, pbc=True)
+    calc = PhononCalc(SpringsInAField(), relax=False, supercell_min_length_A=7.0)
+    nu = np.sort(calc.phonopy(atoms).get_frequencies([0.5, 0.5, 0.5]))
+    mass = atoms.get_masses()[0]
+    np.testing.assert_allclose(nu, [_thz(2 * np.sqrt(K_SPRING / mass))] * 3, atol=1e-3)
+
+
 def test_chgnet_silicon_phonons_and_thermodynamics(fast_calc):
     from ase.build import bulk
 
