@@ -106,3 +106,14 @@ def test_conventional_cell_gives_the_primitive_cell_descriptors(silicon):
     feat = CHGNetGammaPhonons()
     np.testing.assert_allclose(feat.featurize(conventional), feat.featurize(silicon),
                                rtol=1e-3, atol=0.5)
+
+
+def test_chgnet_embedding_is_stock_crystal_feature(nacl):
+    from matflow.atomistic.model import load_chgnet
+    from matflow.featurize.chgnet_phonons import CHGNetEmbedding
+
+    ours = np.array(CHGNetEmbedding().featurize(nacl))
+    stock = load_chgnet().predict_structure(nacl, return_crystal_feas=True)["crystal_fea"]
+    assert ours.shape == (64,)
+    np.testing.assert_allclose(ours, stock, atol=1e-5)
+    assert np.abs(ours).max() > 0.01

@@ -325,6 +325,24 @@ class FastCHGNetCalculator(Calculator):
             energies += [r["energy"] for r in self._evaluate(graphs, forces=False, magmoms=False)]
         return np.asarray(energies)
 
+    def crystal_features(self, atoms_list: Sequence[Atoms], batch_size: int = 16) -> np.ndarray:
+        """CHGNet's pooled crystal feature vector per structure (the input of its energy readout),
+        without any autograd graph: a learned descriptor for transfer to other properties."""
+        from chgnet.model.model import BatchedGraph
+
+        model, out = self.model, []
+        for start in range(0, len(atoms_list), batch_size):
+            graphs = [self.graph(a, requires_grad=False, reuse=False)
+                      for a in atoms_list[start:start + batch_size]]
+            with torch.no_grad(), flush_denormals():
+                batched = BatchedGraph.from_graphs(
+                    graphs, bond_basis_expansion=model.bond_basis_expansion,
+                    angle_basis_expansion=model.angle_basis_expansion, compute_stress=False)
+                pred = model._compute(batched, compute_force=False, compute_stress=False,
+                                      compute_magmom=False, return_crystal_feas=True)
+            out.append(pred["crystal_fea"].detach().cpu().numpy().astype(np.float64))
+        return np.concatenate(out) if out else np.zeros((0, 0))
+
     def calc_many(self, atoms_list: Sequence[Atoms], batch_size: int = 8) -> list[dict]:
         """Energy (eV), forces (eV/Å), stress (eV/Å³, 3×3), magmoms (μB) of many structures, batched."""
         out: list[dict] = []

@@ -105,3 +105,28 @@ class CHGNetGammaPhonons(BaseFeaturizer):
 
     def implementors(self) -> list[str]:
         return ["matflow"]
+
+
+class CHGNetEmbedding(BaseFeaturizer):
+    """CHGNet's 64-dimensional pooled crystal feature (the input of its energy readout).
+
+    A representation learned from 1.5 million DFT energies, forces, stresses and magnetic moments
+    of the Materials Project trajectory set; a feature selector can pick the components that carry
+    information about another property.
+    """
+
+    def featurize(self, structure: Structure) -> list[float]:
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        if not structure.is_ordered:
+            raise ValueError("needs an ordered structure (CHGNet has no partial occupancies)")
+        return _calculator().crystal_features([AseAtomsAdaptor.get_atoms(structure)])[0].tolist()
+
+    def feature_labels(self) -> list[str]:
+        return [f"crystal_fea_{i}" for i in range(64)]
+
+    def citations(self) -> list[str]:
+        return CHGNetGammaPhonons().citations()[:1]
+
+    def implementors(self) -> list[str]:
+        return ["matflow"]

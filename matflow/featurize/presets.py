@@ -196,6 +196,12 @@ def _chgnet_gamma():
     return CHGNetGammaPhonons()
 
 
+def _chgnet_embedding():
+    from matflow.featurize.chgnet_phonons import CHGNetEmbedding
+
+    return CHGNetEmbedding()
+
+
 PRESETS: dict[str, Preset] = {
     "composition": Preset(
         "composition",
@@ -230,6 +236,21 @@ PRESETS: dict[str, Preset] = {
         (FeaturizerSpec("chgnet_gamma", _chgnet_gamma, on="structure"),),
         needs_structure=True,
         handles_disorder=False,
+    ),
+    "chgnet-embedding": Preset(
+        "chgnet-embedding",
+        "CHGNet's 64-dimensional pooled crystal feature vector (a learned representation).",
+        (FeaturizerSpec("chgnet_embedding", _chgnet_embedding, on="structure"),),
+        needs_structure=True,
+        handles_disorder=False,
+    ),
+    "structure-chgnet-emb": Preset(
+        "structure-chgnet-emb",
+        "structure-chgnet plus CHGNet's learned crystal feature vector.",
+        (),
+        needs_structure=True,
+        handles_disorder=False,
+        parts=("structure", "chgnet-gamma", "chgnet-embedding"),
     ),
     "structure-chgnet": Preset(
         "structure-chgnet",
