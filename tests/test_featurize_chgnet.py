@@ -117,3 +117,17 @@ def test_chgnet_embedding_is_stock_crystal_feature(nacl):
     assert ours.shape == (64,)
     np.testing.assert_allclose(ours, stock, atol=1e-5)
     assert np.abs(ours).max() > 0.01
+
+
+def test_supercell_phonons_sample_the_zone(silicon):
+    """Si primitive cell (widths 3.1 Å) -> 2x2x2 supercell, 8 commensurate q-points including Γ; the
+    optical band disperses, so its lowest value (zone boundary) lies below its highest (Γ)."""
+    from matflow.featurize.chgnet_phonons import CHGNetSupercellPhonons
+
+    feat = CHGNetSupercellPhonons()
+    values = dict(zip(feat.feature_labels(), feat.featurize(silicon), strict=True))
+    gamma_max = CHGNetGammaPhonons().featurize(silicon)[0]
+    assert values["sc_n_qpoints"] == 8
+    assert values["sc_max_freq_cm-1"] == pytest.approx(gamma_max, rel=0.03)
+    assert values["sc_top_band_min_cm-1"] < values["sc_top_band_mean_cm-1"] <= values["sc_max_freq_cm-1"]
+    assert values["sc_imaginary_fraction"] == 0.0

@@ -35,6 +35,36 @@ def _calculator():
     return _CALCULATOR
 
 
+def _phonopy_with_chgnet_forces(structure: Structure, supercell_matrix: np.ndarray,
+                                displacement_A: float, batch_size: int, symmetrize: bool):
+    """phonopy force constants of the primitive cell of ``structure`` from CHGNet forces in the
+    given supercell, with the undisplaced supercell's residual forces subtracted (the input is
+    rarely a CHGNet minimum, and a one-sided difference would read them as stiffness; on Matbench
+    phonons this tightens the ratio of the Γ maximum to the DFT peak considerably). Returns the
+    phonopy object and CHGNet's results for the undisplaced supercell."""
+    from ase import Atoms
+    from phonopy import Phonopy
+    from phonopy.structure.atoms import PhonopyAtoms
+
+    if not structure.is_ordered:
+        raise ValueError("needs an ordered structure (CHGNet has no partial occupancies)")
+    structure = structure.get_primitive_structure(tolerance=0.01)
+    unit = PhonopyAtoms(symbols=[site.specie.symbol for site in structure],
+                        cell=structure.lattice.matrix, scaled_positions=structure.frac_coords)
+    phonon = Phonopy(unit, supercell_matrix=supercell_matrix, primitive_matrix=np.eye(3))
+    phonon.generate_displacements(distance=displacement_A)
+    sc = phonon.supercell
+    cells = [Atoms(symbols=sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions, pbc=True)]
+    cells += [Atoms(symbols=d.symbols, cell=d.cell, scaled_positions=d.scaled_positions, pbc=True)
+              for d in phonon.supercells_with_displacements]
+    results = _calculator().calc_many(cells, batch_size=batch_size)
+    phonon.forces = np.array([r["forces"] - results[0]["forces"] for r in results[1:]])
+    phonon.produce_force_constants()
+    if symmetrize:  # impose the acoustic sum rule and the crystal symmetry
+        phonon.symmetrize_force_constants()
+    return phonon, results[0]
+
+
 class CHGNetGammaPhonons(BaseFeaturizer):
     """Γ-point phonon frequencies (cm⁻¹) and the CHGNet energy, force and pressure of a structure.
 
@@ -52,33 +82,13 @@ class CHGNetGammaPhonons(BaseFeaturizer):
         # otherwise fold zone-boundary modes into "Γ" and change the descriptors
 
     def featurize(self, structure: Structure) -> list[float]:
-        from ase import Atoms
-        from phonopy import Phonopy
-        from phonopy.structure.atoms import PhonopyAtoms
-
-        if not structure.is_ordered:
-            raise ValueError("needs an ordered structure (CHGNet has no partial occupancies)")
-        calc = _calculator()
-        structure = structure.get_primitive_structure(tolerance=0.01)
-        unit = PhonopyAtoms(symbols=[site.specie.symbol for site in structure],
-                            cell=structure.lattice.matrix, scaled_positions=structure.frac_coords)
-        phonon = Phonopy(unit, supercell_matrix=np.eye(3, dtype=int), primitive_matrix=np.eye(3))
-        phonon.generate_displacements(distance=self.displacement_A)
-        displaced = [Atoms(symbols=sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions,
-                           pbc=True) for sc in phonon.supercells_with_displacements]
-        pristine = Atoms(symbols=unit.symbols, cell=unit.cell, scaled_positions=unit.scaled_positions,
-                         pbc=True)
-        results = calc.calc_many([pristine, *displaced], batch_size=self.batch_size)
-        # the input is rarely a CHGNet minimum: subtract the residual forces of the undisplaced cell,
-        # or a one-sided difference reads them as stiffness (on Matbench phonons this lifts the
-        # correlation of the Γ maximum with the DFT peak from about 0.76 to 0.98)
-        phonon.forces = np.array([r["forces"] - results[0]["forces"] for r in results[1:]])
-        phonon.produce_force_constants()
+        phonon, pristine = _phonopy_with_chgnet_forces(structure, np.eye(3, dtype=int),
+                                                        self.displacement_A, self.batch_size,
+                                                        symmetrize=False)
         freqs = np.sort(phonon.get_frequencies([0.0, 0.0, 0.0]) * THZ_TO_CM)
         optical = freqs[3:]
-        n_atoms = len(structure)
-        ref = results[0]
-        pressure_GPa = -float(np.trace(ref["stress"])) / 3 * 160.21766208
+        n_atoms = len(phonon.unitcell)
+        pressure_GPa = -float(np.trace(pristine["stress"])) / 3 * 160.21766208
         return [
             float(freqs[-1]),
             float(optical.mean()) if len(optical) else float("nan"),
@@ -86,8 +96,8 @@ class CHGNetGammaPhonons(BaseFeaturizer):
             float(optical.min()) if len(optical) else float("nan"),
             float(freqs[0]),
             float(np.mean(freqs < -1.0)),
-            ref["energy"] / n_atoms,
-            float(np.linalg.norm(ref["forces"], axis=1).max()),
+            pristine["energy"] / n_atoms,
+            float(np.linalg.norm(pristine["forces"], axis=1).max()),
             pressure_GPa,
         ]
 
@@ -127,6 +137,44 @@ class CHGNetEmbedding(BaseFeaturizer):
 
     def citations(self) -> list[str]:
         return CHGNetGammaPhonons().citations()[:1]
+
+    def implementors(self) -> list[str]:
+        return ["matflow"]
+
+
+class CHGNetSupercellPhonons(BaseFeaturizer):
+    """Phonon frequencies (cm⁻¹) at the commensurate q-points of a supercell at least
+    ``min_width_A`` wide, from CHGNet force constants: the top band away from Γ, where the flat
+    optical bands that make the last peaks of a phonon DOS often lie. About 10x the cost of
+    ``CHGNetGammaPhonons``."""
+
+    def __init__(self, min_width_A: float = 6.0, displacement_A: float = 0.01, batch_size: int = 8):
+        self.min_width_A = min_width_A
+        self.displacement_A = displacement_A
+        self.batch_size = batch_size
+
+    def featurize(self, structure: Structure) -> list[float]:
+        from phonopy.harmonic.dynmat_to_fc import get_commensurate_points
+
+        from matflow.atomistic.phonons import supercell_for
+
+        primitive = structure.get_primitive_structure(tolerance=0.01)
+        matrix = supercell_for(primitive.lattice.matrix, self.min_width_A)
+        phonon, _ = _phonopy_with_chgnet_forces(primitive, matrix, self.displacement_A,
+                                                self.batch_size, symmetrize=True)
+        qpoints = get_commensurate_points(phonon.supercell_matrix)
+        freqs = np.sort(np.array([phonon.get_frequencies(q) for q in qpoints]) * THZ_TO_CM, axis=1)
+        top = freqs[:, -1]
+        return [float(freqs.max()), float(top.mean()), float(top.min()), float(np.median(top)),
+                float(freqs.mean()), float(np.mean(freqs < -1.0)), float(len(qpoints))]
+
+    def feature_labels(self) -> list[str]:
+        return ["sc_max_freq_cm-1", "sc_top_band_mean_cm-1", "sc_top_band_min_cm-1",
+                "sc_top_band_median_cm-1", "sc_mean_freq_cm-1", "sc_imaginary_fraction",
+                "sc_n_qpoints"]
+
+    def citations(self) -> list[str]:
+        return CHGNetGammaPhonons().citations()
 
     def implementors(self) -> list[str]:
         return ["matflow"]
