@@ -1,7 +1,7 @@
 """Train pipeline and the ``matflow train`` / ``matflow predict`` commands on tiny configurations.
 
 Models here use the fast ``composition`` preset on a few dozen Alexandria rows so the whole file runs in
-seconds; the shipped models use the ``structure`` preset (see benchmarks/modnet.py).
+seconds; the shipped models use the ``structure`` and ``structure-chgnet-full`` presets (see benchmarks/modnet.py).
 """
 
 from __future__ import annotations
