@@ -78,10 +78,12 @@ def train(
                                       "(repeat or comma-separate; default: all)."),
     name: str = typer.Option(None, "--name", help="Registry name (default: the dataset name)."),
     model_version: str = typer.Option("v1", "--model-version", help="Registry version folder."),
-    config: str = typer.Option("default", "--config", help="Training configuration: default, quick, joint."),
+    config: str = typer.Option("default", "--config", help="Training configuration: default, ens10, ens10wide, "
+                                "quick, joint (see matflow.ml.train.CONFIGS)."),
     evaluate: bool = typer.Option(False, "--evaluate", help="Run the dataset's 5-fold CV first and put "
                                   "the metrics in the model card."),
-    preset: str = typer.Option("structure", "--preset", help="Featurizer preset."),
+    preset: str = typer.Option("structure", "--preset", help="Featurizer preset (structure-chgnet-full "
+                               "for vibrational properties)."),
     n_jobs: int = typer.Option(1, "--n-jobs", "-j", help="Featurization / cross-NMI worker processes."),
     limit: int = typer.Option(None, "--limit", help="Use only the first N rows (quick trials)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing name/version."),
