@@ -58,8 +58,9 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
       calibration (when fewer than ``min_calibration`` rows would remain, intervals fall back to
       ensemble std times the Gaussian quantile and ``calibrated`` is False).
       calibration: ``split`` holds out ``calib_fraction`` rows; ``oob`` (bootstrap ensembles only)
-      trains on every row and calibrates on each row's out-of-bag prediction (the mean of the
-      members whose resample left it out), so all rows calibrate and none is lost to training.
+      trains on every row; each member early-stops on half of its out-of-bag rows and keeps the
+      other half for calibration, where a row's score uses the mean of the members that kept it.
+      Most rows calibrate and none is lost to training.
       cross_nmi: optional precomputed feature-feature NMI DataFrame (by feature name).
     """
 
@@ -188,18 +189,21 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
 
         self.nets_ = []
         self.train_info_ = []
-        in_bag = np.zeros((int(self.n_estimators), n), dtype=bool)
+        held_for_calibration = np.zeros((int(self.n_estimators), n), dtype=bool)
         for b in range(int(self.n_estimators)):
             seed = int(self.random_state) * 1000 + b
             member_rng = np.random.default_rng(seed)
             if self.n_estimators > 1:
                 boot = member_rng.choice(fit_idx, size=fit_idx.size, replace=True)
                 val = np.setdiff1d(fit_idx, boot)
+                if oob:  # half the out-of-bag rows stop training, the other half calibrate
+                    val = member_rng.permutation(val)
+                    held_for_calibration[b, val[val.size // 2:]] = True
+                    val = np.sort(val[:val.size // 2])
             else:
                 shuffled = member_rng.permutation(fit_idx)
                 n_val = int(round(self.val_fraction * shuffled.size)) if shuffled.size >= 10 else 0
                 val, boot = shuffled[:n_val], shuffled[n_val:]
-            in_bag[b, boot] = True
             net = JointNet(Xn.shape[1], self.target_specs_, self.widths, self.activation, self.dropout, seed=seed)
             info = train_network(net, Xn[boot], Yn[boot], X_val=Xn[val], Y_val=Yn[val],
                                  loss_weights=self.loss_weights, lr=self.lr, batch_size=self.batch_size,
@@ -210,10 +214,10 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
 
         self.calibrator_ = ConformalCalibrator(self.coverage)
         if oob:
-            # every training row calibrates, predicted by the members that never saw it; the spread
-            # is the whole ensemble's, as at prediction time
+            # rows calibrate through the members that neither trained on them nor early-stopped on
+            # them; the spread is the whole ensemble's, as at prediction time
             preds = self._members(Xn)
-            out = ~in_bag
+            out = held_for_calibration
             usable = out.sum(axis=0) >= 1
             weights = out[:, usable, None].astype(float)
             oob_mean = (preds[:, usable] * weights).sum(axis=0) / weights.sum(axis=0)

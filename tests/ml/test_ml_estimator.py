@@ -118,8 +118,8 @@ def test_out_of_bag_calibration_uses_every_row_and_covers():
         test = np.arange(k * 400, (k + 1) * 400)
         train = np.setdiff1d(np.arange(1400), test)
         est.set_params(random_state=k).fit(X[train], y[train])
-        # with 4 members a row is out of every resample's bag with probability 1 - (1 - 0.37)^4
-        assert 0.75 * len(train) < est.calibrator_.n_calibration_ <= len(train)
+        # a row calibrates unless no member kept it: probability (1 - 0.37 / 2)^4 = 0.44 with 4 members
+        assert 0.45 * len(train) < est.calibrator_.n_calibration_ < 0.7 * len(train)
         p = est.predict_dist(X[test])
         assert p.calibrated
         covs.append(empirical_coverage(y[test], p.lower, p.upper))
