@@ -57,10 +57,6 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
       coverage: nominal coverage of the intervals; calib_fraction: rows held out for conformal
       calibration (when fewer than ``min_calibration`` rows would remain, intervals fall back to
       ensemble std times the Gaussian quantile and ``calibrated`` is False).
-      calibration: ``split`` holds out ``calib_fraction`` rows; ``oob`` (bootstrap ensembles only)
-      trains on every row; each member early-stops on half of its out-of-bag rows and keeps the
-      other half for calibration, where a row's score uses the mean of the members that kept it.
-      Most rows calibrate and none is lost to training.
       cross_nmi: optional precomputed feature-feature NMI DataFrame (by feature name).
     """
 
@@ -69,8 +65,7 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
                  lr: float = 1e-3, batch_size: int = 64, epochs: int = 400, patience: int = 40,
                  weight_decay: float = 0.0, loss: str = "mse", targets: tuple | None = None, loss_weights: tuple | None = None,
                  n_estimators: int = 5, val_fraction: float = 0.1, coverage: float = 0.9,
-                 calib_fraction: float = 0.15, min_calibration: int = 20, calibration: str = "split",
-                 cross_nmi: pd.DataFrame | None = None,
+                 calib_fraction: float = 0.15, min_calibration: int = 20, cross_nmi: pd.DataFrame | None = None,
                  min_nmi: float | str = "auto", ad_neighbors: int = 5, ad_quantile: float = 0.95,
                  target_transform: str = "none", random_state: int = 0, n_threads: int | None = None):
         self.n_features = n_features
@@ -90,7 +85,6 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         self.coverage = coverage
         self.calib_fraction = calib_fraction
         self.min_calibration = min_calibration
-        self.calibration = calibration
         self.cross_nmi = cross_nmi
         self.min_nmi = min_nmi
         self.ad_neighbors = ad_neighbors
@@ -178,10 +172,7 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         Yn = (Yt - self.y_mean_) / self.y_std_
 
         n = len(Xn)
-        if self.calibration not in ("split", "oob"):
-            raise ValueError(f"calibration must be 'split' or 'oob', got {self.calibration!r}")
-        oob = self.calibration == "oob" and int(self.n_estimators) > 1
-        n_cal = 0 if oob else int(round(self.calib_fraction * n))
+        n_cal = int(round(self.calib_fraction * n))
         self.calibrated_ = n_cal >= self.min_calibration and n - n_cal >= 2
         perm = rng.permutation(n)
         cal_idx = perm[:n_cal] if self.calibrated_ else np.zeros(0, dtype=int)
@@ -189,17 +180,12 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
 
         self.nets_ = []
         self.train_info_ = []
-        held_for_calibration = np.zeros((int(self.n_estimators), n), dtype=bool)
         for b in range(int(self.n_estimators)):
             seed = int(self.random_state) * 1000 + b
             member_rng = np.random.default_rng(seed)
             if self.n_estimators > 1:
                 boot = member_rng.choice(fit_idx, size=fit_idx.size, replace=True)
                 val = np.setdiff1d(fit_idx, boot)
-                if oob:  # half the out-of-bag rows stop training, the other half calibrate
-                    val = member_rng.permutation(val)
-                    held_for_calibration[b, val[val.size // 2:]] = True
-                    val = np.sort(val[:val.size // 2])
             else:
                 shuffled = member_rng.permutation(fit_idx)
                 n_val = int(round(self.val_fraction * shuffled.size)) if shuffled.size >= 10 else 0
@@ -213,21 +199,10 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
             self.train_info_.append({"best_epoch": info.best_epoch, "n_epochs": info.n_epochs})
 
         self.calibrator_ = ConformalCalibrator(self.coverage)
-        if oob:
-            # rows calibrate through the members that neither trained on them nor early-stopped on
-            # them; the spread is the whole ensemble's, as at prediction time
-            preds = self._members(Xn)
-            out = held_for_calibration
-            usable = out.sum(axis=0) >= 1
-            weights = out[:, usable, None].astype(float)
-            oob_mean = (preds[:, usable] * weights).sum(axis=0) / weights.sum(axis=0)
-            self.calibrated_ = int(usable.sum()) >= self.min_calibration
-            if self.calibrated_:
-                self.calibrator_.fit(Yt[usable], oob_mean, preds[:, usable].std(axis=0))
-        elif self.calibrated_:
+        if self.calibrated_:
             mean, std = self._ensemble(Xn[cal_idx])
             self.calibrator_.fit(Yt[cal_idx], mean, std)
-        if not self.calibrated_:
+        else:
             z = _GAUSS_Z.get(round(float(self.coverage), 2), 1.645)
             mean, std = self._ensemble(Xn[fit_idx])
             self.calibrator_.eps_ = self.calibrator_.eps_fraction * np.maximum(np.median(std, axis=0), 1e-12)

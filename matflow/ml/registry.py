@@ -127,9 +127,7 @@ def save_model(estimator, name: str, version: str, *, preset: str, targets: Sequ
         "scalers": {"features": "min-max to [-0.5, 0.5] on training rows, NaN -> training median",
                     "targets": "standardised per sub-target (mean, std in weights)"},
         "targets": [{**meta_t, **t} for meta_t, t in zip(meta["targets"], targets, strict=True)],
-        "uncertainty": {"method": ("bootstrap ensemble + normalised conformal on out-of-bag predictions"
-                                   if getattr(estimator, "calibration", "split") == "oob"
-                                   else "bootstrap ensemble + normalised split-conformal"),
+        "uncertainty": {"method": "bootstrap ensemble + normalised split-conformal",
                         "coverage": estimator.coverage, "calibrated": meta["calibrated"],
                         "n_calibration": meta["n_calibration"],
                         "applicability": {"method": f"mean distance to {estimator.ad_neighbors} nearest "
@@ -190,7 +188,7 @@ def model_card(manifest: dict) -> str:
         f"- MODNet-style network (shared/group/property blocks {est['widths']}, {est['activation']}), "
         f"{manifest['estimator']['n_members']} bootstrap members, {len(manifest['selected_features'])} NMI-selected features.",
         f"- Intervals: {unc['method']}, nominal coverage {unc['coverage']:.0%}, "
-        f"{'calibrated on ' + str(unc['n_calibration']) + (' training rows (out-of-bag)' if 'out-of-bag' in unc['method'] else ' held-out rows') if unc['calibrated'] else 'NOT calibrated (too few rows)'}.",
+        f"{'calibrated on ' + str(unc['n_calibration']) + ' held-out rows' if unc['calibrated'] else 'NOT calibrated (too few rows)'}.",
         f"- Applicability: {unc['applicability']['method']}; in domain when below {unc['applicability']['threshold']:.4g} "
         f"({unc['applicability']['training_quantile']:.0%} of training rows are).",
         "",

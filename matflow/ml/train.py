@@ -90,13 +90,6 @@ CONFIGS: dict[str, dict] = {
     # [[256],[128],[32]] 39.5, [[512],[256],[64]] 36.9, [[1024],[512],[128]] 37.6; 128 features 38.0
     "ens10wide": {"n_features": 256, "widths": ((512,), (256,), (64,)), "epochs": 600, "patience": 60,
                   "batch_size": 32, "lr": 1e-3, "loss": "mae", "n_estimators": 10, "calib_fraction": 0.1},
-    # the same, calibrated on out-of-bag predictions: no held-out rows, every row calibrates
-    "ens10wide-oob": {"n_features": 256, "widths": ((512,), (256,), (64,)), "epochs": 600, "patience": 60,
-                      "batch_size": 32, "lr": 1e-3, "loss": "mae", "n_estimators": 10,
-                      "calibration": "oob", "calib_fraction": 0.0},
-    "default-oob": {"n_features": 256, "widths": ((256,), (128,), (32,)), "epochs": 600, "patience": 60,
-                    "batch_size": 32, "lr": 1e-3, "loss": "mae", "n_estimators": 5,
-                    "calibration": "oob", "calib_fraction": 0.0},
     "quick": {"n_features": 16, "widths": ((32,), (16,), (8,)), "epochs": 60, "patience": 10,
               "batch_size": 32, "n_estimators": 2, "calib_fraction": 0.2},
     # temperature functions of a handful of materials: all informative features (no MI on 5 rows)

@@ -109,25 +109,6 @@ def test_estimator_interval_coverage_on_held_out_data():
     assert 0.85 <= np.mean(covs) <= 0.95
 
 
-def test_out_of_bag_calibration_uses_every_row_and_covers():
-    X, y = _regression(1400, seed=1, noise=0.4)
-    est = MODNetRegressor(n_features=None, widths=((32,), (16,), (8,)), epochs=60, patience=10,
-                          n_estimators=4, calibration="oob", batch_size=64)
-    covs = []
-    for k in range(2):
-        test = np.arange(k * 400, (k + 1) * 400)
-        train = np.setdiff1d(np.arange(1400), test)
-        est.set_params(random_state=k).fit(X[train], y[train])
-        # a row calibrates unless no member kept it: probability (1 - 0.37 / 2)^4 = 0.44 with 4 members
-        assert 0.45 * len(train) < est.calibrator_.n_calibration_ < 0.7 * len(train)
-        p = est.predict_dist(X[test])
-        assert p.calibrated
-        covs.append(empirical_coverage(y[test], p.lower, p.upper))
-    assert 0.85 <= np.mean(covs) <= 0.95
-    with pytest.raises(ValueError, match="calibration"):
-        MODNetRegressor(calibration="jackknife", n_features=None, epochs=2).fit(X[:50], y[:50])
-
-
 def test_applicability_domain_flags_far_points():
     rng = np.random.default_rng(0)
     train = rng.uniform(-0.5, 0.5, size=(300, 3))
