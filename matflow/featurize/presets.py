@@ -208,6 +208,16 @@ def _chgnet_supercell():
     return CHGNetSupercellPhonons()
 
 
+def _single_structure_featurizer(name: str, description: str, spec: FeaturizerSpec) -> Preset:
+    """A preset of one structure featurizer: usable alone and as a cached part of composites."""
+    return Preset(name, description, (spec,), needs_structure=True, handles_disorder=False)
+
+
+def _composite(name: str, description: str, parts: tuple[str, ...]) -> Preset:
+    """A preset that joins other structure presets, each cached as its own part."""
+    return Preset(name, description, (), needs_structure=True, handles_disorder=False, parts=parts)
+
+
 PRESETS: dict[str, Preset] = {
     "composition": Preset(
         "composition",
@@ -235,53 +245,38 @@ PRESETS: dict[str, Preset] = {
         needs_structure=True,
         handles_disorder=False,
     ),
-    "chgnet-gamma": Preset(
+    "chgnet-gamma": _single_structure_featurizer(
         "chgnet-gamma",
         "Γ-point phonon frequencies, energy, residual force and pressure from pretrained CHGNet "
         "(finite displacements in the primitive cell; about 0.1-1 s per structure).",
-        (FeaturizerSpec("chgnet_gamma", _chgnet_gamma, on="structure"),),
-        needs_structure=True,
-        handles_disorder=False,
+        FeaturizerSpec("chgnet_gamma", _chgnet_gamma, on="structure"),
     ),
-    "chgnet-embedding": Preset(
+    "chgnet-embedding": _single_structure_featurizer(
         "chgnet-embedding",
         "CHGNet's 64-dimensional pooled crystal feature vector (a learned representation).",
-        (FeaturizerSpec("chgnet_embedding", _chgnet_embedding, on="structure"),),
-        needs_structure=True,
-        handles_disorder=False,
+        FeaturizerSpec("chgnet_embedding", _chgnet_embedding, on="structure"),
     ),
-    "structure-chgnet-emb": Preset(
-        "structure-chgnet-emb",
-        "structure-chgnet plus CHGNet's learned crystal feature vector.",
-        (),
-        needs_structure=True,
-        handles_disorder=False,
-        parts=("structure", "chgnet-gamma", "chgnet-embedding"),
-    ),
-    "chgnet-supercell": Preset(
+    "chgnet-supercell": _single_structure_featurizer(
         "chgnet-supercell",
         "CHGNet phonon frequencies at the commensurate q-points of a >= 6 Å supercell (top band "
-        "statistics; about 2 s per structure on one core).",
-        (FeaturizerSpec("chgnet_supercell", _chgnet_supercell, on="structure"),),
-        needs_structure=True,
-        handles_disorder=False,
+        "statistics; about 1.5 s per structure on one core).",
+        FeaturizerSpec("chgnet_supercell", _chgnet_supercell, on="structure"),
     ),
-    "structure-chgnet-full": Preset(
-        "structure-chgnet-full",
-        "structure-chgnet-emb plus CHGNet supercell phonon frequencies.",
-        (),
-        needs_structure=True,
-        handles_disorder=False,
-        parts=("structure", "chgnet-gamma", "chgnet-embedding", "chgnet-supercell"),
-    ),
-    "structure-chgnet": Preset(
+    "structure-chgnet": _composite(
         "structure-chgnet",
-        "The structure preset plus CHGNet Γ-point phonon descriptors (chgnet-gamma); the preset for "
-        "vibrational properties.",
-        (),
-        needs_structure=True,
-        handles_disorder=False,
-        parts=("structure", "chgnet-gamma"),
+        "The structure preset plus CHGNet Γ-point phonon descriptors (chgnet-gamma).",
+        ("structure", "chgnet-gamma"),
+    ),
+    "structure-chgnet-emb": _composite(
+        "structure-chgnet-emb",
+        "structure-chgnet plus CHGNet's learned crystal feature vector.",
+        ("structure", "chgnet-gamma", "chgnet-embedding"),
+    ),
+    "structure-chgnet-full": _composite(
+        "structure-chgnet-full",
+        "structure-chgnet-emb plus CHGNet supercell phonon frequencies; the preset for vibrational "
+        "properties.",
+        ("structure", "chgnet-gamma", "chgnet-embedding", "chgnet-supercell"),
     ),
 }
 
