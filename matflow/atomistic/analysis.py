@@ -246,6 +246,15 @@ def analyze_trajectory(trajectory, outdir: str | os.PathLike | None = None, *,
     return report
 
 
+def _save_figure(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
+
+
 def plot_report(series: dict, cut: int, rdf: dict, diff: DiffusionResult | None,
                 outdir: str | os.PathLike) -> list[str]:
     """Write thermo.png, rdf.png and msd.png into outdir; return their paths."""
@@ -266,10 +275,7 @@ def plot_report(series: dict, cut: int, rdf: dict, diff: DiffusionResult | None,
         ax.set_ylabel(label)
     axes[0].legend(loc="best", fontsize=8)
     axes[-1].set_xlabel("time (ps)")
-    fig.tight_layout()
-    paths.append(str(outdir / "thermo.png"))
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(_save_figure(fig, outdir / "thermo.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for pair, g in rdf["pairs"].items():
@@ -278,10 +284,7 @@ def plot_report(series: dict, cut: int, rdf: dict, diff: DiffusionResult | None,
     ax.set_xlabel("r (Å)")
     ax.set_ylabel("g(r)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(str(outdir / "rdf.png"))
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(_save_figure(fig, outdir / "rdf.png"))
 
     if diff is not None:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -293,8 +296,5 @@ def plot_report(series: dict, cut: int, rdf: dict, diff: DiffusionResult | None,
         ax.set_xlabel("time (ps)")
         ax.set_ylabel("MSD (Å²)")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        paths.append(str(outdir / "msd.png"))
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        paths.append(_save_figure(fig, outdir / "msd.png"))
     return paths

@@ -259,8 +259,10 @@ class FastCHGNetCalculator(Calculator):
         ).to(str(self.device))
 
     # ----------------------------------------------------------------- model evaluation
-    def _evaluate(self, graphs: list, *, forces: bool, magmoms: bool) -> list[dict]:
-        """Energies (eV), and optionally forces (eV/Å), stress (eV/Å³), magmoms (μB), per graph."""
+    def _evaluate(self, graphs: list, *, forces: bool, magmoms: bool,
+                  crystal_features: bool = False) -> list[dict]:
+        """Energies (eV), and optionally forces (eV/Å), stress (eV/Å³), magmoms (μB) and the pooled
+        crystal feature vector, per graph."""
         from chgnet.model.model import BatchedGraph
 
         model = self.model
@@ -272,7 +274,7 @@ class FastCHGNetCalculator(Calculator):
                 graphs, bond_basis_expansion=model.bond_basis_expansion,
                 angle_basis_expansion=model.angle_basis_expansion, compute_stress=forces)
             pred = model._compute(batched, compute_force=False, compute_stress=False,
-                                  compute_magmom=magmoms)
+                                  compute_magmom=magmoms, return_crystal_feas=crystal_features)
             per_atom = pred["e"]
             counts = torch.tensor(n_atoms, dtype=per_atom.dtype, device=per_atom.device)
             model_energy = per_atom * counts if model.is_intensive else per_atom
@@ -296,6 +298,8 @@ class FastCHGNetCalculator(Calculator):
                 res["stress"] = stress
             if magmoms:
                 res["magmoms"] = pred["m"][i].detach().cpu().numpy().astype(np.float64)
+            if crystal_features:
+                res["crystal_fea"] = pred["crystal_fea"][i].detach().cpu().numpy().astype(np.float64)
             out.append(res)
         return out
 
@@ -328,20 +332,13 @@ class FastCHGNetCalculator(Calculator):
     def crystal_features(self, atoms_list: Sequence[Atoms], batch_size: int = 16) -> np.ndarray:
         """CHGNet's pooled crystal feature vector per structure (the input of its energy readout),
         without any autograd graph: a learned descriptor for transfer to other properties."""
-        from chgnet.model.model import BatchedGraph
-
-        model, out = self.model, []
+        rows = []
         for start in range(0, len(atoms_list), batch_size):
             graphs = [self.graph(a, requires_grad=False, reuse=False)
                       for a in atoms_list[start:start + batch_size]]
-            with torch.no_grad(), flush_denormals():
-                batched = BatchedGraph.from_graphs(
-                    graphs, bond_basis_expansion=model.bond_basis_expansion,
-                    angle_basis_expansion=model.angle_basis_expansion, compute_stress=False)
-                pred = model._compute(batched, compute_force=False, compute_stress=False,
-                                      compute_magmom=False, return_crystal_feas=True)
-            out.append(pred["crystal_fea"].detach().cpu().numpy().astype(np.float64))
-        return np.concatenate(out) if out else np.zeros((0, 0))
+            rows += [r["crystal_fea"] for r in self._evaluate(graphs, forces=False, magmoms=False,
+                                                               crystal_features=True)]
+        return np.stack(rows) if rows else np.zeros((0, 0))
 
     def calc_many(self, atoms_list: Sequence[Atoms], batch_size: int = 8) -> list[dict]:
         """Energy (eV), forces (eV/Å), stress (eV/Å³, 3×3), magmoms (μB) of many structures, batched."""

@@ -71,6 +71,14 @@ def supercell_for(cell: np.ndarray, min_length_A: float) -> np.ndarray:
     return np.diag(np.maximum(1, np.ceil(min_length_A / widths - 1e-9)).astype(int))
 
 
+def supercell_atoms(phonon) -> list[Atoms]:
+    """The undisplaced supercell of a phonopy object, then its displaced supercells, as ASE Atoms
+    (the undisplaced one gives the residual forces to subtract)."""
+    cells = [phonon.supercell, *phonon.supercells_with_displacements]
+    return [Atoms(symbols=c.symbols, cell=c.cell, scaled_positions=c.scaled_positions, pbc=True)
+            for c in cells]
+
+
 class PhononCalc:
     """PropCalc-style phonon calculator (phonopy finite displacements on an ASE calculator's forces).
 
@@ -139,17 +147,14 @@ class PhononCalc:
         # 'P': thermodynamics per the given cell (phonopy >= 4 would otherwise pick a primitive cell)
         ph = Phonopy(unit, supercell_matrix=sc_matrix, primitive_matrix="P")
         ph.generate_displacements(distance=s["displacement_A"])
-        supercells = [Atoms(symbols=sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions,
-                            pbc=True) for sc in ph.supercells_with_displacements]
-        pristine = Atoms(symbols=ph.supercell.symbols, cell=ph.supercell.cell,
-                         scaled_positions=ph.supercell.scaled_positions, pbc=True)
-        forces = self._forces([pristine, *supercells])
+        cells = supercell_atoms(ph)
+        forces = self._forces(cells)
         # residual forces of the undisplaced supercell (an unrelaxed or loosely relaxed input) would
         # read as stiffness in the one-sided differences: subtract them, as phonopy's --fz does
         ph.forces = np.array([f - forces[0] for f in forces[1:]])
         ph.produce_force_constants()
         ph.symmetrize_force_constants()
-        return ph, atoms, relaxed, sc_matrix, len(supercells)
+        return ph, atoms, relaxed, sc_matrix, len(cells) - 1
 
     def run(self, structure) -> PhononResult:
         """Phonons and vibrational thermodynamics of one structure (pymatgen Structure or ASE Atoms)."""

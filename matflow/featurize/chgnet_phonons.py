@@ -1,11 +1,12 @@
-"""Γ-point phonon descriptors from CHGNet force constants, as a matminer featurizer.
+"""Phonon and learned descriptors from pretrained CHGNet, as matminer featurizers.
 
 The highest phonon frequencies of a crystal are set by its stiffest bonds and lightest atoms, which
 composition and geometry descriptors only see indirectly. A pretrained universal potential sees them
 directly: finite displacements in the primitive cell (phonopy, symmetry-reduced, typically 1–10
-force calls on a few atoms) give the exact Γ-point dynamical matrix of the CHGNet energy surface.
-CHGNet is known to soften phonons (its Γ maxima are about 0.8 of DFT's on Matbench phonons), so
-these are descriptors for a learned model, not predictions of DFT frequencies.
+force calls on a few atoms) give the exact Γ-point dynamical matrix of the CHGNet energy surface,
+and a small supercell adds the zone-boundary q-points. CHGNet is known to soften phonons (its Γ
+maxima are about 0.8 of DFT's on Matbench phonons), so these are descriptors for a learned model,
+not predictions of DFT frequencies. CHGNet's pooled crystal feature vector is offered as well.
 """
 
 from __future__ import annotations
@@ -35,29 +36,33 @@ def _calculator():
     return _CALCULATOR
 
 
-def _phonopy_with_chgnet_forces(structure: Structure, supercell_matrix: np.ndarray,
+def _require_ordered(structure: Structure) -> None:
+    if not structure.is_ordered:
+        raise ValueError("needs an ordered structure (CHGNet has no partial occupancies)")
+
+
+def _phonopy_with_chgnet_forces(structure: Structure, min_width_A: float | None,
                                 displacement_A: float, batch_size: int, symmetrize: bool):
-    """phonopy force constants of the primitive cell of ``structure`` from CHGNet forces in the
-    given supercell, with the undisplaced supercell's residual forces subtracted (the input is
-    rarely a CHGNet minimum, and a one-sided difference would read them as stiffness; on Matbench
-    phonons this tightens the ratio of the Γ maximum to the DFT peak considerably). Returns the
-    phonopy object and CHGNet's results for the undisplaced supercell."""
-    from ase import Atoms
+    """phonopy force constants of the primitive cell of ``structure`` from CHGNet forces, in the
+    primitive cell itself (``min_width_A=None``) or in a diagonal supercell at least that wide,
+    with the undisplaced supercell's residual forces subtracted (the input is rarely a CHGNet
+    minimum, and a one-sided difference would read them as stiffness; on Matbench phonons this
+    tightens the ratio of the Γ maximum to the DFT peak considerably). Returns the phonopy object
+    and CHGNet's results for the undisplaced supercell."""
     from phonopy import Phonopy
     from phonopy.structure.atoms import PhonopyAtoms
 
-    if not structure.is_ordered:
-        raise ValueError("needs an ordered structure (CHGNet has no partial occupancies)")
+    from matflow.atomistic.phonons import supercell_atoms, supercell_for
+
+    _require_ordered(structure)
     structure = structure.get_primitive_structure(tolerance=0.01)
+    matrix = (np.eye(3, dtype=int) if min_width_A is None
+              else supercell_for(structure.lattice.matrix, min_width_A))
     unit = PhonopyAtoms(symbols=[site.specie.symbol for site in structure],
                         cell=structure.lattice.matrix, scaled_positions=structure.frac_coords)
-    phonon = Phonopy(unit, supercell_matrix=supercell_matrix, primitive_matrix=np.eye(3))
+    phonon = Phonopy(unit, supercell_matrix=matrix, primitive_matrix=np.eye(3))
     phonon.generate_displacements(distance=displacement_A)
-    sc = phonon.supercell
-    cells = [Atoms(symbols=sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions, pbc=True)]
-    cells += [Atoms(symbols=d.symbols, cell=d.cell, scaled_positions=d.scaled_positions, pbc=True)
-              for d in phonon.supercells_with_displacements]
-    results = _calculator().calc_many(cells, batch_size=batch_size)
+    results = _calculator().calc_many(supercell_atoms(phonon), batch_size=batch_size)
     phonon.forces = np.array([r["forces"] - results[0]["forces"] for r in results[1:]])
     phonon.produce_force_constants()
     if symmetrize:  # impose the acoustic sum rule and the crystal symmetry
@@ -82,13 +87,14 @@ class CHGNetGammaPhonons(BaseFeaturizer):
         # otherwise fold zone-boundary modes into "Γ" and change the descriptors
 
     def featurize(self, structure: Structure) -> list[float]:
-        phonon, pristine = _phonopy_with_chgnet_forces(structure, np.eye(3, dtype=int),
-                                                        self.displacement_A, self.batch_size,
-                                                        symmetrize=False)
+        from ase import units
+
+        phonon, pristine = _phonopy_with_chgnet_forces(structure, None, self.displacement_A,
+                                                        self.batch_size, symmetrize=False)
         freqs = np.sort(phonon.get_frequencies([0.0, 0.0, 0.0]) * THZ_TO_CM)
         optical = freqs[3:]
         n_atoms = len(phonon.unitcell)
-        pressure_GPa = -float(np.trace(pristine["stress"])) / 3 * 160.21766208
+        pressure_GPa = -float(np.trace(pristine["stress"])) / 3 / units.GPa  # stress in eV/Å³
         return [
             float(freqs[-1]),
             float(optical.mean()) if len(optical) else float("nan"),
@@ -128,8 +134,7 @@ class CHGNetEmbedding(BaseFeaturizer):
     def featurize(self, structure: Structure) -> list[float]:
         from pymatgen.io.ase import AseAtomsAdaptor
 
-        if not structure.is_ordered:
-            raise ValueError("needs an ordered structure (CHGNet has no partial occupancies)")
+        _require_ordered(structure)
         return _calculator().crystal_features([AseAtomsAdaptor.get_atoms(structure)])[0].tolist()
 
     def feature_labels(self) -> list[str]:
@@ -156,11 +161,7 @@ class CHGNetSupercellPhonons(BaseFeaturizer):
     def featurize(self, structure: Structure) -> list[float]:
         from phonopy.harmonic.dynmat_to_fc import get_commensurate_points
 
-        from matflow.atomistic.phonons import supercell_for
-
-        primitive = structure.get_primitive_structure(tolerance=0.01)
-        matrix = supercell_for(primitive.lattice.matrix, self.min_width_A)
-        phonon, _ = _phonopy_with_chgnet_forces(primitive, matrix, self.displacement_A,
+        phonon, _ = _phonopy_with_chgnet_forces(structure, self.min_width_A, self.displacement_A,
                                                 self.batch_size, symmetrize=True)
         qpoints = get_commensurate_points(phonon.supercell_matrix)
         freqs = np.sort(np.array([phonon.get_frequencies(q) for q in qpoints]) * THZ_TO_CM, axis=1)
