@@ -68,6 +68,7 @@ def _register(payload: dict, data, cross, dataset: str, config: str, version: st
     est = pipeline.fit_full(data, config, cross=cross, n_threads=n_threads)
     metrics = {"cv": {k: v for k, v in cv.items() if k != "folds"},
                "cv_per_fold_mae": [round(f["mae"], 4) for f in cv["folds"]],
+               "cv_per_fold_coverage": [round(f["coverage"], 4) for f in cv["folds"]],
                "cv_protocol": payload["protocol"], "cv_config": config,
                "anchors": payload["anchors"].get("leaderboard_mae", {}),
                "full_fit_wall_s": round(time.perf_counter() - t0, 1)}

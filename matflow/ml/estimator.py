@@ -1,4 +1,4 @@
-"""``MODNetRegressor``: NMI selection + joint-learning torch network + bootstrap/conformal uncertainty.
+"""``MODNetRegressor``: NMI selection + joint-learning torch network + ensemble/conformal uncertainty.
 
 A scikit-learn regressor on a feature matrix (NaN allowed: imputed with training medians). ``y`` may be
 1-D (one property), or 2-D: by default all columns are sub-targets of one property (a temperature
@@ -6,8 +6,13 @@ function learned as one multi-output head); ``targets`` splits the columns into 
 and target groups for joint learning, with ``loss_weights`` per property.
 
 Fit: impute -> select ``n_features`` by NMI relevance/redundancy -> min-max scale features, standardise
-targets -> hold out ``calib_fraction`` rows for split-conformal calibration -> train ``n_estimators``
-networks on bootstrap resamples of the rest, each early-stopped on its out-of-bag rows -> calibrate.
+targets -> train ``n_estimators`` networks and calibrate their intervals, in one of two ways:
+
+- ``calibration="cross"`` (default): the rows are dealt into ``cv_folds`` folds (default: one per member);
+  member m trains on every fold but m % cv_folds (early-stopped on ``val_fraction`` of those rows); the
+  members that skipped a fold predict it, so every row calibrates (see ``uncertainty``);
+- ``calibration="split"``: ``calib_fraction`` rows are held out of every member; members train on
+  bootstrap resamples of the rest, early-stopped on their out-of-bag rows; the held-out rows calibrate.
 Predictions are computed in float64 so a row's value does not depend on the batch it is in.
 """
 
@@ -24,7 +29,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from matflow.ml.network import JointNet, TargetSpec, train_network
 from matflow.ml.selection import NMIFeatureSelector
-from matflow.ml.uncertainty import ApplicabilityDomain, ConformalCalibrator
+from matflow.ml.uncertainty import ApplicabilityDomain, ConformalCalibrator, CrossConformal
 
 __all__ = ["MODNetRegressor", "Prediction"]
 
@@ -53,10 +58,13 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
       widths: neurons per layer of the shared, group and property blocks.
       targets: tuple of (name, n_outputs, group) per property, in ``y``'s column order; None = one property.
       loss_weights: weight of each property in the joint loss (None: all 1).
-      n_estimators: bootstrap ensemble members (1: a single network early-stopped on ``val_fraction``).
-      coverage: nominal coverage of the intervals; calib_fraction: rows held out for conformal
-      calibration (when fewer than ``min_calibration`` rows would remain, intervals fall back to
-      ensemble std times the Gaussian quantile and ``calibrated`` is False).
+      n_estimators: ensemble members (1: a single network early-stopped on ``val_fraction``, split calibration).
+      coverage: nominal coverage of the intervals.
+      calibration: "cross" (every row calibrates, out of fold; ``cv_folds`` folds, None = one per member)
+      or "split" (``calib_fraction`` rows held out); calib_neighbors: rows in the cross-conformal
+      difficulty normaliser. With fewer than
+      ``min_calibration`` calibration rows, intervals fall back to ensemble std times the Gaussian
+      quantile and ``calibrated`` is False.
       cross_nmi: optional precomputed feature-feature NMI DataFrame (by feature name).
     """
 
@@ -65,7 +73,9 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
                  lr: float = 1e-3, batch_size: int = 64, epochs: int = 400, patience: int = 40,
                  weight_decay: float = 0.0, loss: str = "mse", targets: tuple | None = None, loss_weights: tuple | None = None,
                  n_estimators: int = 5, val_fraction: float = 0.1, coverage: float = 0.9,
-                 calib_fraction: float = 0.15, min_calibration: int = 20, cross_nmi: pd.DataFrame | None = None,
+                 calibration: str = "cross", cv_folds: int | None = None, calib_fraction: float = 0.15,
+                 calib_neighbors: int = 100,
+                 min_calibration: int = 20, cross_nmi: pd.DataFrame | None = None,
                  min_nmi: float | str = "auto", ad_neighbors: int = 5, ad_quantile: float = 0.95,
                  target_transform: str = "none", random_state: int = 0, n_threads: int | None = None):
         self.n_features = n_features
@@ -83,7 +93,10 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         self.n_estimators = n_estimators
         self.val_fraction = val_fraction
         self.coverage = coverage
+        self.calibration = calibration
+        self.cv_folds = cv_folds
         self.calib_fraction = calib_fraction
+        self.calib_neighbors = calib_neighbors
         self.min_calibration = min_calibration
         self.cross_nmi = cross_nmi
         self.min_nmi = min_nmi
@@ -121,6 +134,8 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         Y = Y[:, None] if Y.ndim == 1 else Y
         if not np.isfinite(Y).all():
             raise ValueError("y holds NaN or inf")
+        if self.calibration not in ("cross", "split"):
+            raise ValueError(f"calibration must be 'cross' or 'split', got {self.calibration!r}")
         if self.target_transform not in ("none", "log"):
             raise ValueError(f"target_transform must be 'none' or 'log', got {self.target_transform!r}")
         if self.target_transform == "log" and (Y <= 0).any():
@@ -171,15 +186,58 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         Xn = self._scale(Xs)
         Yn = (Yt - self.y_mean_) / self.y_std_
 
+        self.domain_ = ApplicabilityDomain(self.ad_neighbors, self.ad_quantile).fit(Xn)
+        if self.calibration == "cross" and int(self.n_estimators) >= 2:
+            self._fit_cross(Xn, Yn, Yt, rng)
+        else:
+            self._fit_split(Xn, Yn, Yt, rng)
+
+    def _train_member(self, Xn: np.ndarray, Yn: np.ndarray, train: np.ndarray, val: np.ndarray,
+                      seed: int) -> None:
+        net = JointNet(Xn.shape[1], self.target_specs_, self.widths, self.activation, self.dropout, seed=seed)
+        info = train_network(net, Xn[train], Yn[train], X_val=Xn[val], Y_val=Yn[val],
+                             loss_weights=self.loss_weights, lr=self.lr, batch_size=self.batch_size,
+                             epochs=self.epochs, patience=self.patience,
+                             weight_decay=self.weight_decay, loss=self.loss, seed=seed)
+        self.nets_.append(net.double().eval())
+        self.train_info_.append({"best_epoch": info.best_epoch, "n_epochs": info.n_epochs})
+
+    def _fit_cross(self, Xn: np.ndarray, Yn: np.ndarray, Yt: np.ndarray, rng: np.random.Generator) -> None:
+        n, n_members = len(Xn), int(self.n_estimators)
+        n_folds = self.cv_n_folds_ = max(2, min(int(self.cv_folds or n_members), n_members, n))
+        fold_of = np.empty(n, dtype=int)
+        fold_of[rng.permutation(n)] = np.arange(n) % n_folds  # balanced folds
+        self.cv_fold_ = fold_of
+        self.nets_, self.train_info_ = [], []
+        oof = np.zeros_like(Yt)
+        for m in range(n_members):
+            seed = int(self.random_state) * 1000 + m
+            skipped = fold_of == m % n_folds
+            rest = np.random.default_rng(seed).permutation(np.flatnonzero(~skipped))
+            n_val = int(round(self.val_fraction * rest.size)) if rest.size >= 10 else 0
+            self._train_member(Xn, Yn, np.sort(rest[n_val:]), np.sort(rest[:n_val]), seed)
+            if skipped.any():
+                oof[skipped] += self._member_predict(self.nets_[-1], Xn[skipped])
+        per_fold = np.bincount(np.arange(n_members) % n_folds, minlength=n_folds)
+        oof /= per_fold[fold_of][:, None]
+        self.calibrated_ = n >= self.min_calibration
+        if self.calibrated_:
+            preds = self._members(Xn)
+            member_fold = np.arange(n_members) % n_folds
+            fold_means = np.stack([preds[member_fold == f].mean(axis=0) for f in range(n_folds)])
+            self.calibrator_ = CrossConformal(self.coverage, self.calib_neighbors).fit(
+                self.domain_.tree, self.domain_.X_, Yt, oof, fold_means)
+        else:
+            self._gaussian_fallback(Xn, Yt.shape[1])
+
+    def _fit_split(self, Xn: np.ndarray, Yn: np.ndarray, Yt: np.ndarray, rng: np.random.Generator) -> None:
         n = len(Xn)
         n_cal = int(round(self.calib_fraction * n))
         self.calibrated_ = n_cal >= self.min_calibration and n - n_cal >= 2
         perm = rng.permutation(n)
         cal_idx = perm[:n_cal] if self.calibrated_ else np.zeros(0, dtype=int)
         fit_idx = np.sort(perm[n_cal:]) if self.calibrated_ else np.arange(n)
-
-        self.nets_ = []
-        self.train_info_ = []
+        self.nets_, self.train_info_ = [], []
         for b in range(int(self.n_estimators)):
             seed = int(self.random_state) * 1000 + b
             member_rng = np.random.default_rng(seed)
@@ -190,25 +248,21 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
                 shuffled = member_rng.permutation(fit_idx)
                 n_val = int(round(self.val_fraction * shuffled.size)) if shuffled.size >= 10 else 0
                 val, boot = shuffled[:n_val], shuffled[n_val:]
-            net = JointNet(Xn.shape[1], self.target_specs_, self.widths, self.activation, self.dropout, seed=seed)
-            info = train_network(net, Xn[boot], Yn[boot], X_val=Xn[val], Y_val=Yn[val],
-                                 loss_weights=self.loss_weights, lr=self.lr, batch_size=self.batch_size,
-                                 epochs=self.epochs, patience=self.patience,
-                                 weight_decay=self.weight_decay, loss=self.loss, seed=seed)
-            self.nets_.append(net.double().eval())
-            self.train_info_.append({"best_epoch": info.best_epoch, "n_epochs": info.n_epochs})
-
-        self.calibrator_ = ConformalCalibrator(self.coverage)
+            self._train_member(Xn, Yn, boot, val, seed)
         if self.calibrated_:
             mean, std = self._ensemble(Xn[cal_idx])
-            self.calibrator_.fit(Yt[cal_idx], mean, std)
+            self.calibrator_ = ConformalCalibrator(self.coverage).fit(Yt[cal_idx], mean, std)
         else:
-            z = _GAUSS_Z.get(round(float(self.coverage), 2), 1.645)
-            mean, std = self._ensemble(Xn[fit_idx])
-            self.calibrator_.eps_ = self.calibrator_.eps_fraction * np.maximum(np.median(std, axis=0), 1e-12)
-            self.calibrator_.quantile_ = np.full(Y.shape[1], z)
-            self.calibrator_.n_calibration_ = 0
-        self.domain_ = ApplicabilityDomain(self.ad_neighbors, self.ad_quantile).fit(Xn)
+            self._gaussian_fallback(Xn[fit_idx], Yt.shape[1])
+
+    def _gaussian_fallback(self, Xn: np.ndarray, n_outputs: int) -> None:
+        """Too few rows to calibrate: ensemble std times the Gaussian quantile (``calibrated_`` False)."""
+        z = _GAUSS_Z.get(round(float(self.coverage), 2), 1.645)
+        _, std = self._ensemble(Xn)
+        self.calibrator_ = ConformalCalibrator(self.coverage)
+        self.calibrator_.eps_ = self.calibrator_.eps_fraction * np.maximum(np.median(std, axis=0), 1e-12)
+        self.calibrator_.quantile_ = np.full(n_outputs, z)
+        self.calibrator_.n_calibration_ = 0
 
     def _relevance_columns(self, Y: np.ndarray) -> list[int]:
         """Sub-targets used for NMI ranking: each scalar property, up to 5 spread points of a function."""
@@ -237,12 +291,15 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
     def _inverse(self, Yt: np.ndarray) -> np.ndarray:
         return np.exp(Yt) if self.target_transform == "log" else Yt
 
+    def _member_predict(self, net: JointNet, Xn: np.ndarray) -> np.ndarray:
+        """One member's predictions (rows, outputs) in the learned (transformed) target space."""
+        with torch.no_grad():
+            pred = torch.cat(net(torch.as_tensor(Xn, dtype=torch.float64)), dim=1).numpy()
+        return pred * self.y_std_ + self.y_mean_
+
     def _members(self, Xn: np.ndarray) -> np.ndarray:
         """Member predictions (members, rows, outputs) in the learned (transformed) target space."""
-        xt = torch.as_tensor(Xn, dtype=torch.float64)
-        with torch.no_grad():
-            preds = np.stack([torch.cat(net(xt), dim=1).numpy() for net in self.nets_])
-        return preds * self.y_std_ + self.y_mean_
+        return np.stack([self._member_predict(net, Xn) for net in self.nets_])
 
     def _ensemble(self, Xn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         preds = self._members(Xn)
@@ -261,7 +318,11 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         Xn = self._prepare(X)
         preds = self._members(Xn)
         mean_t, std_t = preds.mean(axis=0), preds.std(axis=0)
-        lower, upper = (self._inverse(b) for b in self.calibrator_.interval(mean_t, std_t))
+        if isinstance(self.calibrator_, CrossConformal):
+            lo, hi = self.calibrator_.interval(self.domain_.tree, Xn, mean_t)
+        else:
+            lo, hi = self.calibrator_.interval(mean_t, std_t)
+        lower, upper = self._inverse(lo), self._inverse(hi)
         mean, std = self._inverse(mean_t), self._inverse(preds).std(axis=0)
         ok, dist = self.domain_.in_domain(Xn)
         return Prediction(self._shape(mean), self._shape(std), self._shape(lower), self._shape(upper),
@@ -278,6 +339,8 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         arrays = {"medians": self.medians_, "x_min": self.x_min_, "x_scale": self.x_scale_,
                   "y_mean": self.y_mean_, "y_std": self.y_std_, "conformal_quantile": self.calibrator_.quantile_,
                   "conformal_eps": self.calibrator_.eps_, "ad_train_X": self.domain_.X_}
+        if isinstance(self.calibrator_, CrossConformal):
+            arrays |= {"oof_residuals": self.calibrator_.residuals_, "conformal_shrink": self.calibrator_.shrink_}
         for key, value in arrays.items():
             dtype = np.float32 if key == "ad_train_X" else np.float64  # exact: see ApplicabilityDomain.fit
             tensors[f"array.{key}"] = torch.as_tensor(np.asarray(value, dtype=dtype)).contiguous()
@@ -295,6 +358,7 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
             "n_calibration": int(self.calibrator_.n_calibration_),
             "ad_threshold": float(self.domain_.threshold_),
             "n_members": len(self.nets_),
+            "cv_n_folds": int(getattr(self, "cv_n_folds_", 0)),
             "train_info": self.train_info_,
         }
         return tensors, meta
@@ -303,6 +367,7 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
     def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict) -> MODNetRegressor:
         """Rebuild a fitted regressor from ``get_state`` output (no pickle involved)."""
         params = dict(meta["params"])
+        params.setdefault("calibration", "split")  # manifests written before cross-conformal existed
         params["widths"] = tuple(tuple(int(w) for w in level) for level in params["widths"])
         for key in ("targets", "loss_weights"):
             if params.get(key) is not None:
@@ -320,13 +385,19 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         est.calibrated_ = bool(meta["calibrated"])
         est.medians_, est.x_min_, est.x_scale_ = arr["medians"], arr["x_min"], arr["x_scale"]
         est.y_mean_, est.y_std_ = arr["y_mean"], arr["y_std"]
-        est.calibrator_ = ConformalCalibrator(est.coverage)
-        est.calibrator_.quantile_ = arr["conformal_quantile"]
-        est.calibrator_.eps_ = arr["conformal_eps"]
-        est.calibrator_.n_calibration_ = int(meta["n_calibration"])
         est.domain_ = ApplicabilityDomain(est.ad_neighbors, est.ad_quantile)
         est.domain_.X_ = arr["ad_train_X"]
         est.domain_.threshold_ = float(meta["ad_threshold"])
+        if "oof_residuals" in arr:
+            est.calibrator_ = CrossConformal(est.coverage, est.calib_neighbors)
+            est.calibrator_.residuals_ = arr["oof_residuals"]
+            est.calibrator_.shrink_ = arr["conformal_shrink"]
+            est.cv_n_folds_ = int(meta["cv_n_folds"])
+        else:
+            est.calibrator_ = ConformalCalibrator(est.coverage)
+        est.calibrator_.quantile_ = arr["conformal_quantile"]
+        est.calibrator_.eps_ = arr["conformal_eps"]
+        est.calibrator_.n_calibration_ = int(meta["n_calibration"])
         est.nets_ = []
         for i in range(int(meta["n_members"])):
             net = JointNet(len(est.selected_idx_), est.target_specs_, est.widths, est.activation,

@@ -86,6 +86,14 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+_UNCERTAINTY_METHODS = {
+    "cross": "cross-conformal: each member skips one fold of the training rows and every row calibrates out of "
+             "fold; residuals normalised by the mean out-of-fold residual of the {k} nearest training rows; "
+             "half-width scaled by the gain of averaging the folds (shrink)",
+    "split": "bootstrap ensemble + split-conformal on held-out rows, residuals normalised by the ensemble spread",
+}
+
+
 def save_model(estimator, name: str, version: str, *, preset: str, targets: Sequence[dict],
                dataset: str, training_hash: str, n_train: int, metrics: dict | None = None,
                description: str = "", limits: Sequence[str] = (), root: str | Path | None = None,
@@ -127,9 +135,12 @@ def save_model(estimator, name: str, version: str, *, preset: str, targets: Sequ
         "scalers": {"features": "min-max to [-0.5, 0.5] on training rows, NaN -> training median",
                     "targets": "standardised per sub-target (mean, std in weights)"},
         "targets": [{**meta_t, **t} for meta_t, t in zip(meta["targets"], targets, strict=True)],
-        "uncertainty": {"method": "bootstrap ensemble + normalised split-conformal",
+        "uncertainty": {"method": _UNCERTAINTY_METHODS[estimator.calibration if estimator.n_estimators > 1
+                                                        else "split"].format(k=estimator.calib_neighbors),
+                        "calibration": estimator.calibration if estimator.n_estimators > 1 else "split",
                         "coverage": estimator.coverage, "calibrated": meta["calibrated"],
                         "n_calibration": meta["n_calibration"],
+                        "shrink": [float(v) for v in getattr(estimator.calibrator_, "shrink_", [])] or None,
                         "applicability": {"method": f"mean distance to {estimator.ad_neighbors} nearest "
                                                     "training rows in scaled selected-feature space",
                                           "threshold": meta["ad_threshold"],
@@ -165,10 +176,21 @@ def model_card(manifest: dict) -> str:
                                                               if not isinstance(v, (list, dict))))
         else:
             metric_lines.append(f"- **{key}**: {_fmt(value)}")
+        folds = value.get("folds") if isinstance(value, dict) else None
+        if folds:
+            metric_lines.append(f"- **{key}** per fold: MAE " + ", ".join(_fmt(f["mae"]) for f in folds)
+                                + "; coverage " + ", ".join(f"{f['coverage']:.3f}" for f in folds))
     feats = [f"| {i + 1} | `{f['name']}` | {_fmt(f['nmi_relevance']) if f['nmi_relevance'] is not None else '–'} |"
              for i, f in enumerate(manifest["selected_features"])]
     unc = manifest["uncertainty"]
     est = manifest["estimator"]["params"]
+    if not unc["calibrated"]:
+        calibrated_on = "NOT calibrated (too few rows)"
+    elif unc.get("calibration") == "cross":
+        shrink = ", ".join(f"{v:.3f}" for v in unc.get("shrink") or [])
+        calibrated_on = f"calibrated out of fold on all {unc['n_calibration']} training rows (shrink {shrink})"
+    else:
+        calibrated_on = f"calibrated on {unc['n_calibration']} held-out rows"
     lines = [
         f"# {manifest['name']} {manifest['version']}",
         "",
@@ -186,9 +208,8 @@ def model_card(manifest: dict) -> str:
         "",
         "## Model",
         f"- MODNet-style network (shared/group/property blocks {est['widths']}, {est['activation']}), "
-        f"{manifest['estimator']['n_members']} bootstrap members, {len(manifest['selected_features'])} NMI-selected features.",
-        f"- Intervals: {unc['method']}, nominal coverage {unc['coverage']:.0%}, "
-        f"{'calibrated on ' + str(unc['n_calibration']) + ' held-out rows' if unc['calibrated'] else 'NOT calibrated (too few rows)'}.",
+        f"{manifest['estimator']['n_members']} ensemble members, {len(manifest['selected_features'])} NMI-selected features.",
+        f"- Intervals: {unc['method']}; nominal coverage {unc['coverage']:.0%}, {calibrated_on}.",
         f"- Applicability: {unc['applicability']['method']}; in domain when below {unc['applicability']['threshold']:.4g} "
         f"({unc['applicability']['training_quantile']:.0%} of training rows are).",
         "",

@@ -21,8 +21,10 @@ from matflow.ml.estimator import MODNetRegressor
 from matflow.ml.uncertainty import (
     ApplicabilityDomain,
     ConformalCalibrator,
+    CrossConformal,
     conformal_quantile,
     empirical_coverage,
+    knn_difficulty,
 )
 
 TINY = dict(n_features=None, widths=((8,), (8,), (4,)), epochs=5, patience=3, n_estimators=2, batch_size=16)
@@ -93,6 +95,73 @@ def test_conformal_calibrator_coverage_on_synthetic_heteroscedastic_problem():
     assert naive < 0.7
 
 
+def test_knn_difficulty_leaves_the_row_itself_out():
+    X = np.arange(6, dtype=float)[:, None]
+    residuals = np.array([100.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    tree = ApplicabilityDomain(2).fit(X).tree
+    with_self = knn_difficulty(tree, residuals, X, 2)
+    without = knn_difficulty(tree, residuals, X, 2, exclude=np.arange(6))
+    assert with_self[0, 0] == pytest.approx(50.5)  # itself and row 1
+    assert without[0, 0] == pytest.approx(1.5)  # rows 1 and 2: its own 100 never enters
+    assert without[3, 0] == pytest.approx(3.0)  # rows 2 and 4
+    # a duplicate of a reference row: the other copy still counts, the row itself does not
+    X2 = np.array([[0.0], [0.0], [5.0]])
+    tree2 = ApplicabilityDomain(1).fit(X2).tree
+    got = knn_difficulty(tree2, np.array([7.0, 9.0, 1.0]), X2, 1, exclude=np.arange(3))
+    assert list(got[:2, 0]) == [9.0, 7.0]
+
+
+def test_cross_conformal_covers_and_adapts_on_synthetic_heteroscedastic_problem():
+    """A perfect mean with noise whose scale grows 10x along x: right coverage, and wider where noisier."""
+    rng = np.random.default_rng(0)
+    covs, ratios = [], []
+    for _ in range(40):
+        x = rng.uniform(0.0, 1.0, size=(1600, 1))
+        sigma = 0.2 + 1.8 * x[:, 0]
+        y = rng.normal(0.0, sigma)
+        tree = ApplicabilityDomain().fit(x[:800]).tree
+        cal = CrossConformal(0.9, n_neighbors=50).fit(tree, x[:800], y[:800], np.zeros(800))
+        lo, hi = cal.interval(tree, x[800:], np.zeros((800, 1)))
+        covs.append(empirical_coverage(y[800:], lo[:, 0], hi[:, 0]))
+        width = (hi - lo)[:, 0]
+        ratios.append(width[x[800:, 0] > 0.8].mean() / width[x[800:, 0] < 0.2].mean())
+    assert 0.885 <= np.mean(covs) <= 0.915
+    assert np.mean(ratios) > 4.0  # a global (unnormalised) interval would give 1
+
+
+def test_cross_conformal_accounts_for_the_gain_of_averaging_folds():
+    """Scores come from one fold's prediction; the mean over 5 folds is better: raw intervals over-cover."""
+    rng = np.random.default_rng(1)
+    n, folds = 3000, 5
+    x = rng.uniform(size=(2 * n, 1))
+    y = rng.normal(size=2 * n)
+    fold_preds = rng.normal(size=(folds, 2 * n, 1))  # each fold's members err independently, var 1
+    oof = fold_preds[np.arange(n) % folds, np.arange(n)]
+    tree = ApplicabilityDomain().fit(x[:n]).tree
+    mean = fold_preds[:, n:].mean(axis=0)
+    raw = CrossConformal(0.9, n_neighbors=100).fit(tree, x[:n], y[:n], oof)
+    lo, hi = raw.interval(tree, x[n:], mean)
+    assert raw.shrink_[0] == 1.0 and empirical_coverage(y[n:], lo[:, 0], hi[:, 0]) > 0.95
+    cal = CrossConformal(0.9, n_neighbors=100).fit(tree, x[:n], y[:n], oof, fold_preds[:, :n])
+    lo, hi = cal.interval(tree, x[n:], mean)
+    assert cal.shrink_[0] == pytest.approx(np.sqrt(1.2 / 2.0), rel=0.05)  # error variance 1 + 1/5 vs 1 + 1
+    assert 0.88 <= empirical_coverage(y[n:], lo[:, 0], hi[:, 0]) <= 0.92
+
+
+def test_cross_calibration_uses_every_row_out_of_fold():
+    X, y = _regression(120, seed=3)
+    est = MODNetRegressor(**{**TINY, "epochs": 20, "n_estimators": 4}, cv_folds=2).fit(X, y)
+    assert 0.5 <= est.calibrator_.shrink_[0] <= 1.0
+    assert est.calibrated_ and est.calibrator_.n_calibration_ == 120
+    assert np.bincount(est.cv_fold_).tolist() == [60, 60]
+    members = est._members(est._prepare(X))[:, :, 0]  # (4 members, rows)
+    skipped_by = [members[[m for m in range(4) if m % 2 == f]].mean(axis=0) for f in range(2)]
+    oof = np.where(est.cv_fold_ == 0, skipped_by[0], skipped_by[1])
+    np.testing.assert_allclose(est.calibrator_.residuals_[:, 0], np.abs(y - oof), rtol=1e-9, atol=1e-12)
+    p = est.predict_dist(X)
+    assert np.all(p.lower < p.mean) and np.all(p.mean < p.upper)
+
+
 def test_estimator_interval_coverage_on_held_out_data():
     X, y = _regression(1400, seed=1, noise=0.4)
     est = MODNetRegressor(n_features=None, widths=((32,), (16,), (8,)), epochs=60, patience=10,
@@ -119,8 +188,11 @@ def test_applicability_domain_flags_far_points():
 
 
 def test_small_data_falls_back_to_uncalibrated_intervals():
-    X, y = _regression(30)
+    X, y = _regression(15)  # cross: all 15 rows would calibrate, fewer than min_calibration = 20
     p = MODNetRegressor(**TINY).fit(X, y).predict_dist(X)
+    assert not p.calibrated and np.all(p.upper >= p.lower)
+    X, y = _regression(30)  # split: 15 % of 30 rows would calibrate
+    p = MODNetRegressor(**TINY, calibration="split").fit(X, y).predict_dist(X)
     assert not p.calibrated and np.all(p.upper >= p.lower)
 
 
