@@ -76,6 +76,25 @@ def test_cache_makes_rerun_do_no_work(nacl, cocrfeni, cache, monkeypatch):
     pd.testing.assert_frame_equal(first.table, second.table)
 
 
+def test_interrupted_run_keeps_the_rows_it_computed(nacl, cocrfeni, cache, monkeypatch):
+    structures = [nacl, cocrfeni, nacl.copy().scale_lattice(nacl.volume * 1.1)]
+    real = runner_module._featurize_one
+    calls = []
+
+    def stop_at_third(obj, built):
+        calls.append(obj)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # a user's Ctrl-C, or a scheduler killing the job
+        return real(obj, built)
+
+    monkeypatch.setattr(runner_module, "_featurize_one", stop_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        featurize_structures(structures, "composition", cache=cache)
+    monkeypatch.setattr(runner_module, "_featurize_one", real)
+    rerun = featurize_structures(structures, "composition", cache=cache)
+    assert (rerun.n_computed, rerun.n_cached) == (1, 2)
+
+
 def test_parallel_matches_serial(nacl, cocrfeni, tmp_path):
     structures = [nacl, cocrfeni, nacl.copy().scale_lattice(nacl.volume * 1.1)]
     serial = featurize_structures(structures, "structure", n_jobs=1, use_cache=False)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,19 +147,37 @@ def _compute(
     preset: Preset,
     n_jobs: int,
     progress: bool,
+    sink: Callable[[dict[str, dict]], None] | None = None,
+    flush_rows: int = 64,
+    flush_seconds: float = 30.0,
 ) -> dict[str, dict]:
-    """Featurize unique (key, object) items, serially or over worker processes."""
+    """Featurize unique (key, object) items, serially or over worker processes.
+
+    ``sink`` receives finished rows every ``flush_rows`` rows or ``flush_seconds``, and what is pending
+    when the run stops for any reason, so an interrupted hours-long run keeps what it computed.
+    """
     results: dict[str, dict] = {}
     if not items:
         return results
     n_jobs = max(1, min(n_jobs if n_jobs > 0 else (os.cpu_count() or 1), len(items)))
     bar = _progress_bar(len(items), preset.name, progress)
+    pending: dict[str, dict] = {}
+    last_flush = time.monotonic()
+
+    def add(key: str, row: dict) -> None:
+        nonlocal last_flush
+        results[key] = pending[key] = row
+        bar.update(1)
+        if sink is not None and (len(pending) >= flush_rows or time.monotonic() - last_flush > flush_seconds):
+            sink(dict(pending))
+            pending.clear()
+            last_flush = time.monotonic()
+
     try:
         if n_jobs == 1:
             built = preset.build()
             for key, obj in items:
-                results[key] = _featurize_one(obj, built)
-                bar.update(1)
+                add(key, _featurize_one(obj, built))
         else:
             payloads = [
                 (key, obj.as_dict() if isinstance(obj, Structure) else obj.formula,
@@ -171,10 +190,11 @@ def _compute(
                 futures = [pool.submit(_worker_run, c) for c in chunks]
                 for fut in as_completed(futures):
                     for key, row in fut.result():
-                        results[key] = row
-                        bar.update(1)
+                        add(key, row)
     finally:
         bar.close()
+        if sink is not None and pending:
+            sink(pending)
     return results
 
 
@@ -270,9 +290,8 @@ def _preset_rows(
     for key, obj in zip(keys, objs, strict=True):
         if key not in cached and key not in todo:
             todo[key] = obj
-    computed = _compute(list(todo.items()), preset, n_jobs, progress)
-    if cache is not None:
-        cache.put_many(preset_key, computed)
+    sink = (lambda rows: cache.put_many(preset_key, rows)) if cache is not None else None
+    computed = _compute(list(todo.items()), preset, n_jobs, progress, sink)
     return {**cached, **computed}, len(computed), len(set(keys) & set(cached))
 
 

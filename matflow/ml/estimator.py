@@ -318,13 +318,14 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         Xn = self._prepare(X)
         preds = self._members(Xn)
         mean_t, std_t = preds.mean(axis=0), preds.std(axis=0)
-        if isinstance(self.calibrator_, CrossConformal):
-            lo, hi = self.calibrator_.interval(self.domain_.tree, Xn, mean_t)
+        ok, dist = self.domain_.in_domain(Xn)
+        if isinstance(self.calibrator_, CrossConformal):  # out of domain: never narrower than the members' spread
+            floor = np.where(ok[:, None], 0.0, std_t)
+            lo, hi = self.calibrator_.interval(self.domain_.tree, Xn, mean_t, floor)
         else:
             lo, hi = self.calibrator_.interval(mean_t, std_t)
         lower, upper = self._inverse(lo), self._inverse(hi)
         mean, std = self._inverse(mean_t), self._inverse(preds).std(axis=0)
-        ok, dist = self.domain_.in_domain(Xn)
         return Prediction(self._shape(mean), self._shape(std), self._shape(lower), self._shape(upper),
                           ok, dist, float(self.coverage), bool(self.calibrated_))
 

@@ -89,7 +89,7 @@ def _sha256(path: Path) -> str:
 _UNCERTAINTY_METHODS = {
     "cross": "cross-conformal: each member skips one fold of the training rows and every row calibrates out of "
              "fold; residuals normalised by the mean out-of-fold residual of the {k} nearest training rows; "
-             "half-width scaled by the gain of averaging the folds (shrink)",
+             "half-width scaled by the gain of averaging the folds (shrink); out of domain never below z x the members' spread",
     "split": "bootstrap ensemble + split-conformal on held-out rows, residuals normalised by the ensemble spread",
 }
 

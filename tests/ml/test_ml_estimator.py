@@ -148,6 +148,19 @@ def test_cross_conformal_accounts_for_the_gain_of_averaging_folds():
     assert 0.88 <= empirical_coverage(y[n:], lo[:, 0], hi[:, 0]) <= 0.92
 
 
+def test_cross_conformal_interval_never_narrower_than_member_disagreement():
+    rng = np.random.default_rng(2)
+    x = rng.uniform(size=(300, 1))
+    tree = ApplicabilityDomain().fit(x).tree
+    cal = CrossConformal(0.9).fit(tree, x, rng.normal(scale=0.1, size=300), np.zeros(300))
+    far = np.array([[50.0], [0.5]])
+    spread = np.array([[5.0], [0.0]])  # members disagree wildly on the far input only
+    lo, hi = cal.interval(tree, far, np.zeros((2, 1)), spread)
+    assert hi[0, 0] == pytest.approx(1.645 * 5.0, rel=1e-3)
+    lo_ns, hi_ns = cal.interval(tree, far, np.zeros((2, 1)))
+    assert hi_ns[0, 0] < 1.0 and hi[1, 0] == hi_ns[1, 0]  # without it: a narrow interval far away
+
+
 def test_cross_calibration_uses_every_row_out_of_fold():
     X, y = _regression(120, seed=3)
     est = MODNetRegressor(**{**TINY, "epochs": 20, "n_estimators": 4}, cv_folds=2).fit(X, y)
@@ -160,6 +173,9 @@ def test_cross_calibration_uses_every_row_out_of_fold():
     np.testing.assert_allclose(est.calibrator_.residuals_[:, 0], np.abs(y - oof), rtol=1e-9, atol=1e-12)
     p = est.predict_dist(X)
     assert np.all(p.lower < p.mean) and np.all(p.mean < p.upper)
+    far = est.predict_dist(X[:5] * 50.0)  # out of domain: at least z x the members' spread
+    assert not far.in_domain.any()
+    assert np.all(far.upper - far.mean >= 1.645 * far.std * (1 - 1e-9))
 
 
 def test_estimator_interval_coverage_on_held_out_data():
