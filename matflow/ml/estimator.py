@@ -209,22 +209,17 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         fold_of[rng.permutation(n)] = np.arange(n) % n_folds  # balanced folds
         self.cv_fold_ = fold_of
         self.nets_, self.train_info_ = [], []
-        oof = np.zeros_like(Yt)
         for m in range(n_members):
             seed = int(self.random_state) * 1000 + m
-            skipped = fold_of == m % n_folds
-            rest = np.random.default_rng(seed).permutation(np.flatnonzero(~skipped))
+            rest = np.random.default_rng(seed).permutation(np.flatnonzero(fold_of != m % n_folds))
             n_val = int(round(self.val_fraction * rest.size)) if rest.size >= 10 else 0
             self._train_member(Xn, Yn, np.sort(rest[n_val:]), np.sort(rest[:n_val]), seed)
-            if skipped.any():
-                oof[skipped] += self._member_predict(self.nets_[-1], Xn[skipped])
-        per_fold = np.bincount(np.arange(n_members) % n_folds, minlength=n_folds)
-        oof /= per_fold[fold_of][:, None]
         self.calibrated_ = n >= self.min_calibration
         if self.calibrated_:
             preds = self._members(Xn)
             member_fold = np.arange(n_members) % n_folds
             fold_means = np.stack([preds[member_fold == f].mean(axis=0) for f in range(n_folds)])
+            oof = fold_means[fold_of, np.arange(n)]  # each row by the members that skipped its fold
             self.calibrator_ = CrossConformal(self.coverage, self.calib_neighbors).fit(
                 self.domain_.tree, self.domain_.X_, Yt, oof, fold_means)
         else:
