@@ -187,7 +187,9 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         Yn = (Yt - self.y_mean_) / self.y_std_
 
         self.domain_ = ApplicabilityDomain(self.ad_neighbors, self.ad_quantile).fit(Xn)
-        if self.calibration == "cross" and int(self.n_estimators) >= 2:
+        # the method in effect: one member cannot be cross-fitted
+        self.calibration_ = "cross" if self.calibration == "cross" and int(self.n_estimators) >= 2 else "split"
+        if self.calibration_ == "cross":
             self._fit_cross(Xn, Yn, Yt, rng)
         else:
             self._fit_split(Xn, Yn, Yt, rng)
@@ -350,6 +352,7 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
             "relevance": None if self.relevance_ is None else [float(r) for r in self.relevance_],
             "targets": [{"name": t.name, "n_outputs": t.n_outputs, "group": t.group} for t in self.target_specs_],
             "y_ndim": int(self._y_ndim),
+            "calibration": self.calibration_,
             "calibrated": bool(self.calibrated_),
             "n_calibration": int(self.calibrator_.n_calibration_),
             "ad_threshold": float(self.domain_.threshold_),
@@ -379,6 +382,7 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         est.target_specs_ = [TargetSpec(t["name"], int(t["n_outputs"]), int(t["group"])) for t in meta["targets"]]
         est._y_ndim = int(meta["y_ndim"])
         est.calibrated_ = bool(meta["calibrated"])
+        est.calibration_ = meta.get("calibration", "cross" if "oof_residuals" in arr else "split")
         est.medians_, est.x_min_, est.x_scale_ = arr["medians"], arr["x_min"], arr["x_scale"]
         est.y_mean_, est.y_std_ = arr["y_mean"], arr["y_std"]
         est.domain_ = ApplicabilityDomain(est.ad_neighbors, est.ad_quantile)

@@ -135,9 +135,8 @@ def save_model(estimator, name: str, version: str, *, preset: str, targets: Sequ
         "scalers": {"features": "min-max to [-0.5, 0.5] on training rows, NaN -> training median",
                     "targets": "standardised per sub-target (mean, std in weights)"},
         "targets": [{**meta_t, **t} for meta_t, t in zip(meta["targets"], targets, strict=True)],
-        "uncertainty": {"method": _UNCERTAINTY_METHODS[estimator.calibration if estimator.n_estimators > 1
-                                                        else "split"].format(k=estimator.calib_neighbors),
-                        "calibration": estimator.calibration if estimator.n_estimators > 1 else "split",
+        "uncertainty": {"method": _UNCERTAINTY_METHODS[meta["calibration"]].format(k=estimator.calib_neighbors),
+                        "calibration": meta["calibration"],
                         "coverage": estimator.coverage, "calibrated": meta["calibrated"],
                         "n_calibration": meta["n_calibration"],
                         "shrink": [float(v) for v in getattr(estimator.calibrator_, "shrink_", [])] or None,

@@ -165,7 +165,8 @@ def test_cross_calibration_uses_every_row_out_of_fold():
     X, y = _regression(120, seed=3)
     est = MODNetRegressor(**{**TINY, "epochs": 20, "n_estimators": 4}, cv_folds=2).fit(X, y)
     assert 0.5 <= est.calibrator_.shrink_[0] <= 1.0
-    assert est.calibrated_ and est.calibrator_.n_calibration_ == 120
+    assert est.calibrated_ and est.calibrator_.n_calibration_ == 120 and est.calibration_ == "cross"
+    assert clone(est).set_params(n_estimators=1, epochs=2).fit(X, y).calibration_ == "split"  # one member
     assert np.bincount(est.cv_fold_).tolist() == [60, 60]
     members = est._members(est._prepare(X))[:, :, 0]  # (4 members, rows)
     skipped_by = [members[[m for m in range(4) if m % 2 == f]].mean(axis=0) for f in range(2)]
