@@ -3,7 +3,10 @@
 Nothing is pickled: network weights and the arrays a prediction needs (imputation medians, scalers,
 conformal quantiles, the applicability reference set) are tensors in ``weights.safetensors``; everything
 else (featurizer preset, selected features, targets with units, training-data hash, metrics, package
-versions) is JSON. ``load`` checks the manifest and refuses, with a reason, anything it cannot serve.
+versions) is JSON. ``load`` checks the manifest against its schema (``matflow.ml.manifest``) and the
+weights against the manifest's SHA-256 before parsing them, and refuses, with a ``ModelLoadError`` naming
+model, version and reason, anything it cannot serve. ``latest`` is the newest version that loads: broken
+newer versions are skipped with a ``SkippedVersionWarning``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import hashlib
 import json
 import platform
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +24,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "save_model", "load", "list_models", "list_versions",
-           "RegisteredModel", "data_hash"]
+from matflow.ml.manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    WEIGHTS_FILE,
+    ModelLoadError,
+    check_plain_name,
+    validate_manifest,
+)
 
-FORMAT = "matflow-modnet"
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "weights.safetensors"
+__all__ = ["FORMAT", "FORMAT_VERSION", "save_model", "load", "list_models", "list_versions",
+           "RegisteredModel", "data_hash", "ModelLoadError", "SkippedVersionWarning", "check_plain_name"]
+
+
+class SkippedVersionWarning(UserWarning):
+    """A broken version was passed over while resolving ``latest`` (or listing valid versions)."""
+
+
 MANIFEST_FILE = "manifest.json"
 CARD_FILE = "README.md"
 _VERSION_RE = re.compile(r"^v?(\d+)(?:\.(\d+))?(?:\.(\d+))?$")
@@ -44,17 +59,47 @@ def _version_key(version: str) -> tuple:
     return (1, *(int(g or 0) for g in m.groups())) if m else (0, version)
 
 
+def _is_plain(name: str) -> bool:
+    try:
+        check_plain_name(name)
+    except ValueError:
+        return False
+    return True
+
+
 def list_models(root: str | Path | None = None) -> list[str]:
+    """Model names (folders with at least one version holding a manifest), sorted."""
     base = _models_dir(root)
-    return sorted(p.name for p in base.iterdir() if p.is_dir() and list_versions(p.name, base)) if base.is_dir() else []
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if p.is_dir() and _is_plain(p.name) and list_versions(p.name, base))
 
 
-def list_versions(name: str, root: str | Path | None = None) -> list[str]:
-    """Versions of a model holding a manifest, oldest first (v2 < v10)."""
+def list_versions(name: str, root: str | Path | None = None, *, valid_only: bool = False) -> list[str]:
+    """Versions of a model holding a manifest, oldest first (v2 < v10).
+
+    ``valid_only``: keep only the versions that load (schema, checksum, weights); each one left out is
+    reported with a ``SkippedVersionWarning`` giving the reason. That loads every version, so it costs
+    a read of all the weights.
+    """
+    check_plain_name(name, "model name")
     base = _models_dir(root) / name
     if not base.is_dir():
         return []
-    return sorted((p.name for p in base.iterdir() if (p / MANIFEST_FILE).is_file()), key=_version_key)
+    versions = sorted((p.name for p in base.iterdir() if _is_plain(p.name) and (p / MANIFEST_FILE).is_file()),
+                      key=_version_key)
+    if not valid_only:
+        return versions
+    good = []
+    for version in versions:
+        try:
+            _load_version(name, version, base / version)
+        except ModelLoadError as exc:
+            warnings.warn(f"model {name}@{version} is broken and left out: {exc.reason}",
+                          SkippedVersionWarning, stacklevel=2)
+        else:
+            good.append(version)
+    return good
 
 
 def data_hash(X: pd.DataFrame | np.ndarray, y: np.ndarray) -> str:
@@ -86,6 +131,13 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _models_subdir(base: Path, name: str, version: str) -> Path:
+    """``base/name/version`` after checking both are plain names (no ``..``, no separators)."""
+    check_plain_name(name, "model name")
+    check_plain_name(version, "model version")
+    return base / name / version
+
+
 _UNCERTAINTY_METHODS = {
     "cross": "cross-conformal: each member skips one fold of the training rows and every row calibrates out of "
              "fold; residuals normalised by the mean out-of-fold residual of the {k} nearest training rows; "
@@ -107,9 +159,9 @@ def save_model(estimator, name: str, version: str, *, preset: str, targets: Sequ
 
     from matflow.featurize import get_preset
 
-    if not re.match(r"^[A-Za-z0-9_.-]+$", name) or not re.match(r"^[A-Za-z0-9_.-]+$", version):
-        raise ValueError(f"model name and version may hold only letters, digits, '_', '-', '.': {name!r} {version!r}")
-    folder = _models_dir(root) / name / version
+    folder = _models_subdir(_models_dir(root), name, version)
+    if version == "latest":
+        raise ValueError("model version 'latest' is reserved: it means the newest version that loads")
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise ValueError(f"model {name} version {version} already exists at {folder}; pick a new version")
     folder.mkdir(parents=True, exist_ok=True)
@@ -295,56 +347,120 @@ class RegisteredModel:
         return self.predict_table(table), table.failures
 
 
-_REQUIRED = ("format", "format_version", "name", "version", "featurizer", "targets", "estimator", "weights")
-
-
 def load(name: str, version: str = "latest", root: str | Path | None = None) -> RegisteredModel:
-    """Load a registered model; ValueError names the problem (unknown model/version, bad manifest)."""
-    from safetensors.torch import load_file
+    """Load a registered model.
 
-    from matflow.featurize import PRESETS
-    from matflow.ml.estimator import MODNetRegressor
-
+    ``version="latest"`` picks the newest version that loads; a broken newer version is skipped with a
+    ``SkippedVersionWarning`` saying why. An explicitly named version is loaded or refused. Errors are
+    ``ModelLoadError`` (a ``ValueError``) naming model, version and reason: unknown model (with the
+    available names), unknown version, a manifest that is not valid JSON or does not match the schema
+    (with the field path), weights without a checksum in the manifest or not matching it, weights that
+    do not fit the manifest. A name or version that is not a plain name raises ``ValueError``.
+    """
+    check_plain_name(name, "model name")
+    check_plain_name(version, "model version")
     base = _models_dir(root)
     versions = list_versions(name, base)
     if not versions:
         known = list_models(base)
-        raise ValueError(f"unknown model {name!r} in {base}; available: {', '.join(known) or 'none'}")
-    if version == "latest":
-        version = versions[-1]
-    elif version not in versions:
-        raise ValueError(f"model {name!r} has no version {version!r}; available: {', '.join(versions)}")
-    folder = base / name / version
+        raise ModelLoadError(f"unknown model {name!r} in {base}; available: {', '.join(known) or 'none'}", name=name)
+    if version != "latest":
+        if version not in versions:
+            raise ModelLoadError(f"model {name!r} has no version {version!r}; available: {', '.join(versions)}",
+                                 name=name, version=version)
+        return _load_version(name, version, base / name / version)
+    skipped: list[ModelLoadError] = []
+    for candidate in reversed(versions):
+        try:
+            model = _load_version(name, candidate, base / name / candidate)
+        except ModelLoadError as exc:
+            skipped.append(exc)
+            warnings.warn(f"model {name}@{candidate} is broken, skipped for 'latest': {exc.reason}",
+                          SkippedVersionWarning, stacklevel=2)
+            continue
+        return model
+    newest = skipped[0]
+    raise ModelLoadError(f"model {name}: none of its {len(versions)} version(s) loads; "
+                         f"newest {name}@{newest.version}: {newest.reason}", name=name, reason=newest.reason)
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    """An exception as at most two of its lines (torch lists every mismatched tensor on its own line)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = " ".join(lines[:2]) + (f" (and {len(lines) - 2} more)" if len(lines) > 2 else "")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _check_arrays(tensors: dict, n_selected: int, n_outputs: int) -> str | None:
+    """Why the per-feature and per-output arrays in the weights cannot belong to this manifest, or None."""
+    expected = {"array.medians": n_selected, "array.x_min": n_selected, "array.x_scale": n_selected,
+                "array.y_mean": n_outputs, "array.y_std": n_outputs}
+    for key, n in expected.items():
+        if key not in tensors:
+            return f"{key[len('array.'):]} is missing"
+        if tuple(tensors[key].shape) != (n,):
+            return f"{key[len('array.'):]} has shape {tuple(tensors[key].shape)}, expected ({n},)"
+    ad = tensors.get("array.ad_train_X")
+    if ad is None:
+        return "ad_train_X is missing"
+    if ad.ndim != 2 or ad.shape[1] != n_selected:
+        return f"ad_train_X has shape {tuple(ad.shape)}, expected (rows, {n_selected})"
+    return None
+
+
+def _load_version(name: str, version: str, folder: Path) -> RegisteredModel:
+    """Load one version folder; every problem becomes a ``ModelLoadError``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_safetensors
+
+    from matflow.featurize import PRESETS
+    from matflow.ml.estimator import MODNetRegressor
+
+    def fail(reason: str) -> ModelLoadError:
+        return ModelLoadError.of(name, version, reason)
+
     try:
-        manifest = json.loads((folder / MANIFEST_FILE).read_text())
+        text = (folder / MANIFEST_FILE).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"cannot read {MANIFEST_FILE} ({exc})") from None
+    try:
+        manifest = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"model {name} {version}: manifest.json is not valid JSON ({exc})") from exc
-    missing = [k for k in _REQUIRED if k not in manifest]
-    if missing:
-        raise ValueError(f"model {name} {version}: incompatible manifest, missing {', '.join(missing)}")
-    if manifest["format"] != FORMAT:
-        raise ValueError(f"model {name} {version}: incompatible manifest format {manifest['format']!r} "
-                         f"(expected {FORMAT!r})")
-    if not isinstance(manifest["format_version"], int) or manifest["format_version"] > FORMAT_VERSION:
-        raise ValueError(f"model {name} {version}: manifest format_version {manifest['format_version']!r} is newer "
-                         f"than this matflow supports ({FORMAT_VERSION}); upgrade matflow")
-    preset = manifest["featurizer"].get("preset")
+        raise fail(f"{MANIFEST_FILE} is not valid JSON ({exc})") from None
+    checked = validate_manifest(manifest, name, version)
+    preset = checked.featurizer.preset
     if preset not in PRESETS:
-        raise ValueError(f"model {name} {version}: incompatible manifest, unknown featurizer preset {preset!r}")
-    weights = folder / manifest["weights"].get("file", WEIGHTS_FILE)
-    if not weights.is_file():
-        raise ValueError(f"model {name} {version}: weights file {weights.name} is missing")
-    if manifest["weights"].get("sha256") and _sha256(weights) != manifest["weights"]["sha256"]:
-        raise ValueError(f"model {name} {version}: weights file does not match the manifest's sha256")
+        raise fail(f"manifest field 'featurizer.preset': unknown featurizer preset {preset!r}; "
+                   "this matflow knows " + ", ".join(sorted(PRESETS)))
+    weights = folder / checked.weights.file
+    try:
+        blob = weights.read_bytes()
+    except FileNotFoundError:
+        raise fail(f"weights file {weights.name} is missing") from None
+    except OSError as exc:
+        raise fail(f"cannot read weights file {weights.name} ({exc})") from None
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != checked.weights.sha256.lower():
+        raise fail(f"weights file {weights.name} does not match the manifest's sha256 "
+                   f"({len(blob)} bytes, sha256 {digest[:12]}..., expected {checked.weights.sha256[:12]}...): "
+                   "truncated or corrupt; restore the file")
+    try:
+        tensors = load_safetensors(blob)
+    except (SafetensorError, RuntimeError, ValueError, OSError) as exc:
+        raise fail(f"weights file {weights.name} is not readable safetensors ({_short(exc)})") from None
+    n_outputs = sum(t.n_outputs for t in checked.targets)
+    problem = _check_arrays(tensors, len(checked.selected_features), n_outputs)
+    if problem:
+        raise fail(f"weights do not fit the manifest: {problem}")
     meta = dict(manifest["estimator"])
     meta["feature_names_in"] = manifest["featurizer"]["feature_names_in"]
     meta["selected_features"] = [f["name"] for f in manifest["selected_features"]]
-    rel = [f["nmi_relevance"] for f in manifest["selected_features"]]
+    rel = [f.get("nmi_relevance") for f in manifest["selected_features"]]
     meta["relevance"] = None if any(r is None for r in rel) else rel
     meta["targets"] = [{"name": t["name"], "n_outputs": t["n_outputs"], "group": t.get("group", 0)}
                        for t in manifest["targets"]]
     try:
-        estimator = MODNetRegressor.from_state(load_file(str(weights)), meta)
-    except (KeyError, RuntimeError, TypeError) as exc:
-        raise ValueError(f"model {name} {version}: weights do not fit the manifest ({exc})") from exc
+        estimator = MODNetRegressor.from_state(tensors, meta)
+    except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as exc:
+        raise fail(f"weights do not fit the manifest ({type(exc).__name__}: {_short(exc)})") from None
     return RegisteredModel(name, version, folder, manifest, estimator)

@@ -65,6 +65,7 @@ def test_latest_version_and_refusing_overwrite(fitted, tmp_path):
         _save(est, X, y, tmp_path, "v2")
 
 
+@pytest.mark.filterwarnings("ignore::matflow.ml.registry.SkippedVersionWarning")
 def test_load_errors_name_the_problem(fitted, tmp_path):
     est, X, y = fitted
     folder = _save(est, X, y, tmp_path)
@@ -81,7 +82,7 @@ def test_load_errors_name_the_problem(fitted, tmp_path):
         with pytest.raises(ValueError, match=message):
             load("toy", root=tmp_path)
     manifest_path.write_text(json.dumps({k: v for k, v in good.items() if k != "targets"}))
-    with pytest.raises(ValueError, match="missing targets"):
+    with pytest.raises(ValueError, match="manifest field 'targets': missing"):
         load("toy", root=tmp_path)
     manifest_path.write_text(json.dumps(good))
     (folder / "weights.safetensors").write_bytes(b"tampered")

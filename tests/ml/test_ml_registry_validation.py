@@ -1,0 +1,249 @@
+"""Registry robustness: schema errors name the field, weights are always checksummed, ``latest`` skips
+broken versions, and model names cannot be paths. Works on copies of a shipped model in ``tmp_path``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from matflow.cli import EXIT_USAGE, app
+from matflow.ml.manifest import Manifest, validate_manifest
+from matflow.ml.registry import (
+    ModelLoadError,
+    SkippedVersionWarning,
+    list_versions,
+    load,
+    save_model,
+)
+from matflow.settings import PROJECT_ROOT
+
+SHIPPED = PROJECT_ROOT / "models"
+NAME = "matbench_phonons"
+DATA = Path(__file__).parent.parent / "data"
+
+
+def _copy(root: Path, version: str, name: str = NAME) -> Path:
+    target = root / name / version
+    shutil.copytree(SHIPPED / NAME / version, target)
+    return target
+
+
+@pytest.fixture
+def v6(tmp_path) -> Path:
+    """A copy of the shipped matbench_phonons v6 under ``tmp_path/models``."""
+    return _copy(tmp_path / "models", "v6")
+
+
+def _manifest(folder: Path) -> dict:
+    return json.loads((folder / "manifest.json").read_text())
+
+
+def _write(folder: Path, manifest) -> None:
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _set(manifest: dict, path: str, value) -> dict:
+    """Set (or, for value ``...``, delete) the field at a dotted path like ``targets.0.unit``."""
+    *parents, last = path.split(".")
+    node = manifest
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    key = int(last) if isinstance(node, list) else last
+    if value is ...:
+        del node[key]
+    else:
+        node[key] = value
+    return manifest
+
+
+def _assert_one_clear_message(exc: ModelLoadError) -> None:
+    text = str(exc)
+    assert text.count("\n") <= 1, text
+    assert "validation error" not in text and "pydantic" not in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize(("field", "value", "reason"), [
+    ("targets.0.unit", 5, "expected a string, got 5"),
+    ("estimator.n_members", "10", "expected an integer, got '10'"),
+    ("estimator.params.widths.1.0", "x", "expected an integer, got 'x'"),
+    ("selected_features", {"a": 1}, "expected a list, got an object"),
+    ("featurizer", [], "expected an object, got a list"),
+    ("featurizer.feature_names_in", "density", "expected a list"),
+    ("uncertainty.calibrated", "yes", "expected true or false"),
+])
+def test_field_of_the_wrong_type_names_model_version_and_field(v6, field, value, reason):
+    _write(v6, _set(_manifest(v6), field, value))
+    with pytest.raises(ModelLoadError, match=rf"^model {NAME}@v6: manifest field '{field}': {reason}") as info:
+        load(NAME, "v6", root=v6.parent.parent)
+    _assert_one_clear_message(info.value)
+
+
+@pytest.mark.parametrize("field", ["targets.0.n_outputs", "estimator.y_ndim", "featurizer.feature_names_in",
+                                   "selected_features.3.name", "uncertainty"])
+def test_missing_key_names_the_field(v6, field):
+    _write(v6, _set(_manifest(v6), field, ...))
+    with pytest.raises(ModelLoadError, match=rf"^model {NAME}@v6: manifest field '{field}': missing") as info:
+        load(NAME, "v6", root=v6.parent.parent)
+    _assert_one_clear_message(info.value)
+
+
+@pytest.mark.parametrize(("content", "described"), [([1, 2], "a list"), (None, "null"), ("model", "'model'"),
+                                                     (3, "3")])
+def test_manifest_that_is_not_an_object(v6, content, described):
+    _write(v6, content)
+    with pytest.raises(ModelLoadError, match=f"must hold a JSON object, got {described}"):
+        load(NAME, "v6", root=v6.parent.parent)
+
+
+def test_inconsistent_fields_are_named(v6):
+    manifest = _manifest(v6)
+    manifest["estimator"]["selected_idx"] = manifest["estimator"]["selected_idx"][:-1]
+    _write(v6, manifest)
+    with pytest.raises(ModelLoadError, match="manifest field 'estimator.selected_idx': has 255 entries, "
+                                             "selected_features has 256"):
+        load(NAME, "v6", root=v6.parent.parent)
+
+
+def test_truncated_weights_fail_the_checksum(v6):
+    weights = v6 / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:4096])
+    with pytest.raises(ModelLoadError, match=r"weights file weights.safetensors does not match the manifest's "
+                                             r"sha256 \(4096 bytes.*truncated or corrupt") as info:
+        load(NAME, "v6", root=v6.parent.parent)
+    _assert_one_clear_message(info.value)
+
+
+@pytest.mark.parametrize("sha", [..., None])
+@pytest.mark.parametrize("truncate", [False, True])
+def test_weights_without_checksum_are_refused(v6, sha, truncate):
+    manifest = _manifest(v6)
+    if sha is ...:
+        del manifest["weights"]["sha256"]
+    else:
+        manifest["weights"]["sha256"] = sha
+    _write(v6, manifest)
+    if truncate:
+        weights = v6 / "weights.safetensors"
+        weights.write_bytes(weights.read_bytes()[:4096])
+    with pytest.raises(ModelLoadError, match="manifest has no weights checksum; refusing to load unverified weights"):
+        load(NAME, "v6", root=v6.parent.parent)
+
+
+def test_unreadable_weights_with_a_matching_checksum_are_a_clear_error(v6):
+    garbage = b"\x08\x00\x00\x00\x00\x00\x00\x00{not a header"
+    (v6 / "weights.safetensors").write_bytes(garbage)
+    _write(v6, _set(_manifest(v6), "weights.sha256", hashlib.sha256(garbage).hexdigest()))
+    with pytest.raises(ModelLoadError, match=f"^model {NAME}@v6: weights file weights.safetensors is not readable "
+                                             "safetensors") as info:
+        load(NAME, "v6", root=v6.parent.parent)
+    _assert_one_clear_message(info.value)
+
+
+def test_weights_of_another_model_are_a_clear_error(tmp_path, v6):
+    other = _copy(tmp_path / "other", "v5")
+    shutil.copy(other / "weights.safetensors", v6 / "weights.safetensors")
+    _write(v6, _set(_manifest(v6), "weights.sha256", _manifest(other)["weights"]["sha256"]))
+    with pytest.raises(ModelLoadError, match=f"^model {NAME}@v6: weights do not fit the manifest") as info:
+        load(NAME, "v6", root=v6.parent.parent)
+    _assert_one_clear_message(info.value)
+
+
+def test_weights_file_cannot_point_outside_the_version_folder(v6):
+    _write(v6, _set(_manifest(v6), "weights.file", "../v5/weights.safetensors"))
+    with pytest.raises(ModelLoadError, match="manifest field 'weights.file': .*not a path"):
+        load(NAME, "v6", root=v6.parent.parent)
+
+
+def test_latest_skips_a_broken_newest_version_with_a_warning(v6):
+    root = v6.parent.parent
+    _copy(root, "v2")
+    _write(v6, _set(_manifest(v6), "targets.0.unit", 5))
+    with pytest.warns(SkippedVersionWarning, match=rf"{NAME}@v6 is broken.*'targets.0.unit': expected a string"):
+        model = load(NAME, root=root)
+    assert model.version == "v2"
+    assert model.manifest["targets"][0]["unit"] == "cm^-1"
+    with pytest.raises(ModelLoadError, match=f"^model {NAME}@v6: manifest field 'targets.0.unit'"):
+        load(NAME, "v6", root=root)
+    assert list_versions(NAME, root) == ["v2", "v6"]
+    with pytest.warns(SkippedVersionWarning, match=f"{NAME}@v6"):
+        assert list_versions(NAME, root, valid_only=True) == ["v2"]
+
+
+def test_latest_skips_truncated_weights(v6):
+    root = v6.parent.parent
+    _copy(root, "v2")
+    weights = v6 / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.warns(SkippedVersionWarning, match=f"{NAME}@v6 is broken.*sha256"):
+        assert load(NAME, root=root).version == "v2"
+
+
+def test_latest_with_every_version_broken_is_one_clear_error(v6):
+    root = v6.parent.parent
+    v2 = _copy(root, "v2")
+    for folder in (v2, v6):
+        _write(folder, _set(_manifest(folder), "estimator.y_ndim", ...))
+    with (pytest.warns(SkippedVersionWarning),
+          pytest.raises(ModelLoadError, match=f"^model {NAME}: none of its 2 version.s. loads; newest {NAME}@v6: "
+                                              "manifest field 'estimator.y_ndim': missing")):
+        load(NAME, root=root)
+
+
+def test_cli_reports_an_explicit_broken_version_without_traceback(v6, monkeypatch):
+    _write(v6, _set(_manifest(v6), "targets.0.unit", 5))
+    monkeypatch.setenv("MATFLOW_MODELS_DIR", str(v6.parent.parent))
+    res = CliRunner().invoke(app, ["predict", f"{NAME}@v6", str(DATA / "good" / "NaCl.cif")])
+    assert res.exit_code == EXIT_USAGE
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+    assert "manifest field 'targets.0.unit': expected a string" in " ".join(res.output.split())
+    assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("bad", ["../models", "a/b", "/tmp/x", "..", ".", "a\\b"])
+def test_path_like_model_names_are_refused(tmp_path, bad):
+    with pytest.raises(ValueError, match=r"^model name must be a plain name, not a path: "):
+        load(bad, root=tmp_path / "models")
+    with pytest.raises(ValueError, match=r"^model name must be a plain name, not a path: "):
+        list_versions(bad, tmp_path / "models")
+    with pytest.raises(ValueError, match=r"^model name must be a plain name, not a path: "):
+        save_model(None, bad, "v1", preset="composition", targets=[], dataset="x", training_hash="0", n_train=0,
+                   root=tmp_path / "models")
+    with pytest.raises(ValueError, match=r"^model version must be a plain name, not a path: "):
+        load(NAME, bad, root=tmp_path / "models")
+
+
+def test_a_path_cannot_reach_a_model_outside_the_models_dir(tmp_path):
+    _copy(tmp_path, "v6", name="outside")
+    (tmp_path / "models").mkdir()
+    with pytest.raises(ValueError, match="not a path: '../outside'"):
+        load("../outside", root=tmp_path / "models")
+    assert not (tmp_path / "escaped").exists()
+    with pytest.raises(ValueError, match="not a path"):
+        save_model(None, NAME, "../../escaped", preset="composition", targets=[], dataset="x", training_hash="0",
+                   n_train=0, root=tmp_path / "models")
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_unknown_name_lists_the_available_models(v6):
+    with pytest.raises(ModelLoadError, match=f"unknown model 'phonons'.*available: {NAME}"):
+        load("phonons", root=v6.parent.parent)
+
+
+@pytest.mark.parametrize("path", sorted(SHIPPED.glob("*/*/manifest.json")),
+                         ids=lambda p: f"{p.parent.parent.name}@{p.parent.name}")
+def test_every_shipped_manifest_validates(path):
+    data = json.loads(path.read_text())
+    manifest = validate_manifest(data, path.parent.parent.name, path.parent.name)
+    assert isinstance(manifest, Manifest)
+    assert manifest.weights.sha256 == data["weights"]["sha256"]
+    dumped = manifest.model_dump()
+    assert dumped["metrics"] == data["metrics"] and dumped["scalers"] == data["scalers"]
+
+
+def test_the_shipped_models_dir_has_manifests():
+    assert len(list(SHIPPED.glob("*/*/manifest.json"))) >= 2
