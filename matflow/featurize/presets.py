@@ -11,6 +11,8 @@ import json
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _installed_version
 
 from matminer.featurizers.base import BaseFeaturizer
 from pymatgen.core import Composition
@@ -25,12 +27,15 @@ class FeaturizerSpec:
     on: ``structure`` or ``composition`` (composition featurizers also run on a structure's composition).
     metals_only: the featurizer only has a meaning for metallic alloys (Miedema, Yang, Wen); on other
     compositions its columns are NaN ("not applicable") instead of a misleading number.
+    depends_on: what else decides the values besides the featurizer's settings and matminer/pymatgen,
+    as ``{name: version}`` (a pretrained model and the packages that run it); part of the cache key.
     """
 
     name: str
     factory: Callable[[], BaseFeaturizer]
     on: str = "composition"
     metals_only: bool = False
+    depends_on: Callable[[], dict[str, str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -61,10 +66,25 @@ class Preset:
         return list(self._labels)
 
     def key(self) -> str:
-        """Cache key: changes when the preset's featurizers, their settings or matminer's version change."""
+        """Cache key: changes when anything that changes a feature value changes: the featurizers and
+        their settings, matminer's and pymatgen's versions and, for featurizers that run a pretrained
+        model (the CHGNet presets), the model's name and the versions of the packages that run it."""
         if not self._key:
             self._key.append(self._compute_key())
         return self._key[0]
+
+    def versions(self) -> dict[str, str]:
+        """The package (and pretrained model) versions the key includes, e.g. ``{"chgnet": "0.4.2"}``."""
+        if self.parts:
+            return {k: v for part in self.parts for k, v in get_preset(part).versions().items()}
+        import matminer
+        import pymatgen.core
+
+        out = {"matminer": matminer.__version__, "pymatgen": getattr(pymatgen.core, "__version__", "")}
+        for spec in self.specs:
+            if spec.depends_on is not None:
+                out.update(spec.depends_on())
+        return out
 
     def _compute_key(self) -> str:
         import matminer
@@ -76,6 +96,8 @@ class Preset:
         parts = [self.name, matminer.__version__, getattr(pymatgen.core, "__version__", "")]
         for spec, feat in self.build():
             parts.append(f"{spec.name}:{spec.on}:{spec.metals_only}:{type(feat).__name__}:{_describe(feat)}")
+            if spec.depends_on is not None:  # only such specs add an entry: other presets keep their keys
+                parts.append(f"{spec.name} depends on {json.dumps(spec.depends_on(), sort_keys=True)}")
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
@@ -190,6 +212,27 @@ _STRUCTURE_CORE = (
     FeaturizerSpec("heterogeneity", _heterogeneity, on="structure"),
 )
 
+def _package_version(name: str) -> str:
+    try:
+        return _installed_version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _chgnet_model() -> dict[str, str]:
+    """The pretrained CHGNet the featurizers load (the name ``CHGNet.version`` reports for it) and the
+    packages that evaluate it: a new chgnet release may ship different weights under the same name."""
+    from matflow.atomistic.model import DEFAULT_MODEL
+
+    return {"chgnet_model": DEFAULT_MODEL, "chgnet": _package_version("chgnet"),
+            "torch": _package_version("torch")}
+
+
+def _chgnet_phonopy() -> dict[str, str]:
+    """CHGNet plus phonopy, which generates the displacements and solves the dynamical matrix."""
+    return {**_chgnet_model(), "phonopy": _package_version("phonopy")}
+
+
 def _chgnet_gamma():
     from matflow.featurize.chgnet_phonons import CHGNetGammaPhonons
 
@@ -249,18 +292,19 @@ PRESETS: dict[str, Preset] = {
         "chgnet-gamma",
         "Γ-point phonon frequencies, energy, residual force and pressure from pretrained CHGNet "
         "(finite displacements in the primitive cell; about 0.1-1 s per structure).",
-        FeaturizerSpec("chgnet_gamma", _chgnet_gamma, on="structure"),
+        FeaturizerSpec("chgnet_gamma", _chgnet_gamma, on="structure", depends_on=_chgnet_phonopy),
     ),
     "chgnet-embedding": _single_structure_featurizer(
         "chgnet-embedding",
         "CHGNet's 64-dimensional pooled crystal feature vector (a learned representation).",
-        FeaturizerSpec("chgnet_embedding", _chgnet_embedding, on="structure"),
+        FeaturizerSpec("chgnet_embedding", _chgnet_embedding, on="structure", depends_on=_chgnet_model),
     ),
     "chgnet-supercell": _single_structure_featurizer(
         "chgnet-supercell",
         "CHGNet phonon frequencies at the commensurate q-points of a >= 6 Å supercell (top band "
         "statistics; about 1.5 s per structure on one core).",
-        FeaturizerSpec("chgnet_supercell", _chgnet_supercell, on="structure"),
+        FeaturizerSpec("chgnet_supercell", _chgnet_supercell, on="structure",
+                       depends_on=_chgnet_phonopy),
     ),
     "structure-chgnet": _composite(
         "structure-chgnet",

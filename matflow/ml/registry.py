@@ -6,7 +6,11 @@ else (featurizer preset, selected features, targets with units, training-data ha
 versions) is JSON. ``load`` checks the manifest against its schema (``matflow.ml.manifest``) and the
 weights against the manifest's SHA-256 before parsing them, and refuses, with a ``ModelLoadError`` naming
 model, version and reason, anything it cannot serve. ``latest`` is the newest version that loads: broken
-newer versions are skipped with a ``SkippedVersionWarning``.
+newer versions are skipped with a ``SkippedVersionWarning``. A model whose recorded featurizer preset key
+differs from the installed preset's (other package versions, other featurizer settings) loads with a
+``PresetMismatchWarning``, or is refused with ``strict_preset=True``.
+
+Predicting from files or structures (featurize, then predict) is ``matflow.ml.predict``.
 """
 
 from __future__ import annotations
@@ -34,11 +38,17 @@ from matflow.ml.manifest import (
 )
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save_model", "load", "list_models", "list_versions",
-           "RegisteredModel", "data_hash", "ModelLoadError", "SkippedVersionWarning", "check_plain_name"]
+           "RegisteredModel", "data_hash", "ModelLoadError", "SkippedVersionWarning", "PresetMismatchWarning",
+           "check_plain_name"]
 
 
 class SkippedVersionWarning(UserWarning):
     """A broken version was passed over while resolving ``latest`` (or listing valid versions)."""
+
+
+class PresetMismatchWarning(UserWarning):
+    """The installed featurizers compute the model's preset differently from those it was trained with
+    (the preset key differs): its inputs, and so its predictions, may be off."""
 
 
 MANIFEST_FILE = "manifest.json"
@@ -93,7 +103,9 @@ def list_versions(name: str, root: str | Path | None = None, *, valid_only: bool
     good = []
     for version in versions:
         try:
-            _load_version(name, version, base / version)
+            with warnings.catch_warnings():  # loadable is the question here; load() reports mismatches
+                warnings.simplefilter("ignore", PresetMismatchWarning)
+                _load_version(name, version, base / version)
         except ModelLoadError as exc:
             warnings.warn(f"model {name}@{version} is broken and left out: {exc.reason}",
                           SkippedVersionWarning, stacklevel=2)
@@ -178,7 +190,8 @@ def save_model(estimator, name: str, version: str, *, preset: str, targets: Sequ
         "version": version,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "description": description,
-        "featurizer": {"preset": preset, "preset_key": spec.key(), "description": spec.description,
+        "featurizer": {"preset": preset, "preset_key": spec.key(), "preset_versions": spec.versions(),
+                       "description": spec.description,
                        "featurizers": [{"name": f.name, "on": f.on, "metals_only": f.metals_only}
                                        for f, _ in spec.build()],
                        "n_features_in": meta["n_features_in"], "feature_names_in": meta["feature_names_in"]},
@@ -310,7 +323,10 @@ class RegisteredModel:
         return self.estimator.predict_dist(features[names].astype(float))
 
     def predict_table(self, table) -> pd.DataFrame:
-        """One row per (structure, sub-target) from a ``FeatureTable``: value, unit, interval, flag."""
+        """One row per (structure, sub-target) from a ``FeatureTable``: value, unit, interval, flag.
+
+        Rows are ordered by target, then sub-target, then the table's ok rows in order
+        (``matflow.ml.predict`` relies on this to add training-data membership)."""
         ok = table.table[table.table["status"] == "ok"]
         if ok.empty:
             return pd.DataFrame(columns=["source", "formula", "target", "value", "unit", "lower", "upper",
@@ -332,26 +348,18 @@ class RegisteredModel:
             col += target["n_outputs"]
         return pd.DataFrame(rows)
 
-    def predict_structures(self, structures, sources: Sequence[str] | None = None, *, use_cache: bool = True):
-        """Featurize with the model's preset and predict; returns (rows DataFrame, failures)."""
-        from matflow.featurize import featurize_structures
 
-        table = featurize_structures(list(structures), self.preset, sources=sources, use_cache=use_cache)
-        return self.predict_table(table), table.failures
-
-    def predict_files(self, inputs: Sequence[str], *, n_jobs: int = 1, use_cache: bool = True):
-        """Read, validate, featurize and predict files; bad files are returned as failures, not raised."""
-        from matflow.featurize import featurize_files
-
-        table = featurize_files(list(inputs), self.preset, n_jobs=n_jobs, use_cache=use_cache)
-        return self.predict_table(table), table.failures
-
-
-def load(name: str, version: str = "latest", root: str | Path | None = None) -> RegisteredModel:
+def load(name: str, version: str = "latest", root: str | Path | None = None, *,
+         strict_preset: bool = False) -> RegisteredModel:
     """Load a registered model.
 
     ``version="latest"`` picks the newest version that loads; a broken newer version is skipped with a
-    ``SkippedVersionWarning`` saying why. An explicitly named version is loaded or refused. Errors are
+    ``SkippedVersionWarning`` saying why. An explicitly named version is loaded or refused.
+
+    The manifest's ``featurizer.preset_key`` is compared with the installed preset's ``key()``: on a
+    mismatch the model loads with a ``PresetMismatchWarning`` naming both keys and the package versions
+    that differ, or, with ``strict_preset=True``, is refused (a ``ModelLoadError``; for ``latest`` the
+    version is skipped like a broken one). Errors are
     ``ModelLoadError`` (a ``ValueError``) naming model, version and reason: unknown model (with the
     available names), unknown version, a manifest that is not valid JSON or does not match the schema
     (with the field path), weights without a checksum in the manifest or not matching it, weights that
@@ -368,11 +376,11 @@ def load(name: str, version: str = "latest", root: str | Path | None = None) -> 
         if version not in versions:
             raise ModelLoadError(f"model {name!r} has no version {version!r}; available: {', '.join(versions)}",
                                  name=name, version=version)
-        return _load_version(name, version, base / name / version)
+        return _load_version(name, version, base / name / version, strict_preset)
     skipped: list[ModelLoadError] = []
     for candidate in reversed(versions):
         try:
-            model = _load_version(name, candidate, base / name / candidate)
+            model = _load_version(name, candidate, base / name / candidate, strict_preset)
         except ModelLoadError as exc:
             skipped.append(exc)
             warnings.warn(f"model {name}@{candidate} is broken, skipped for 'latest': {exc.reason}",
@@ -408,7 +416,31 @@ def _check_arrays(tensors: dict, n_selected: int, n_outputs: int) -> str | None:
     return None
 
 
-def _load_version(name: str, version: str, folder: Path) -> RegisteredModel:
+def _preset_mismatch(manifest: dict) -> str | None:
+    """Why the installed featurizers may not reproduce the model's inputs, or None when the keys agree."""
+    from matflow.featurize import get_preset
+
+    featurizer = manifest["featurizer"]
+    preset = get_preset(featurizer["preset"])
+    recorded, installed = featurizer["preset_key"], preset.key()
+    if recorded == installed:
+        return None
+    trained_with = featurizer.get("preset_versions") or manifest.get("package_versions") or {}
+    now = preset.versions()
+    changed = [f"{pkg} {trained_with[pkg]} -> {now[pkg]}" for pkg in now
+               if pkg in trained_with and str(trained_with[pkg]) != str(now[pkg])]
+    unrecorded = [pkg for pkg in now if pkg not in trained_with]
+    if changed:
+        why = "package versions differ: " + ", ".join(changed)
+    else:
+        why = "the recorded package versions agree, so the featurizers or their settings differ"
+        if unrecorded:
+            why += f" (versions of {', '.join(unrecorded)} were not recorded)"
+    return (f"was trained with featurizer preset {featurizer['preset']!r} key {recorded}, the installed "
+            f"featurizers give {installed} ({why}); predictions may be off")
+
+
+def _load_version(name: str, version: str, folder: Path, strict_preset: bool = False) -> RegisteredModel:
     """Load one version folder; every problem becomes a ``ModelLoadError``."""
     from safetensors import SafetensorError
     from safetensors.torch import load as load_safetensors
@@ -463,4 +495,9 @@ def _load_version(name: str, version: str, folder: Path) -> RegisteredModel:
         estimator = MODNetRegressor.from_state(tensors, meta)
     except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as exc:
         raise fail(f"weights do not fit the manifest ({type(exc).__name__}: {_short(exc)})") from None
+    mismatch = _preset_mismatch(manifest)
+    if mismatch and strict_preset:
+        raise fail(f"{mismatch}; refused (strict_preset)")
+    if mismatch:
+        warnings.warn(f"model {name}@{version} {mismatch}", PresetMismatchWarning, stacklevel=3)
     return RegisteredModel(name, version, folder, manifest, estimator)
