@@ -91,7 +91,7 @@ def run_matflow(atoms, ensemble: str, n_steps: int, seed: int, temperature_K: fl
                           traj_every=1, checkpoint_every=10)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        res = run_md(atoms, tmp, settings, resume=False)
+        res = run_md(atoms, tmp, settings)
         wall = time.perf_counter() - t0
         frames = read(res.trajectory, ":")
     times = np.array([f.info["time_fs"] for f in frames])

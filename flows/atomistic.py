@@ -52,25 +52,32 @@ def relax(inputs: list[str], outdir: str = "relax_out", fmax_eV_per_A: float = 0
 
 
 @task(name="chgnet-md", retries=1, retry_delay_seconds=5)
-def md_task(inputs: list[str], outdir: str, settings: dict, analyze: bool) -> dict:
-    # a retry resumes from the checkpoint in outdir instead of starting over
+def md_task(inputs: list[str], outdir: str, settings: dict, analyze: bool,
+            restart: bool = False) -> dict:
+    from prefect.runtime import task_run
+
     from matflow.atomistic.batch import md_files
     from matflow.atomistic.md import MDSettings
 
-    return md_files(inputs, outdir, MDSettings(**settings), analyze=analyze)
+    # a retry resumes from the checkpoints in outdir: only the first attempt may start over
+    first_attempt = (task_run.run_count or 1) <= 1
+    return md_files(inputs, outdir, MDSettings(**settings), analyze=analyze,
+                    restart=restart and first_attempt)
 
 
 @flow(name="md", log_prints=True)
 def md(inputs: list[str], outdir: str = "md_out", ensemble: str = "nvt", temperature_K: float = 300.0,
        n_steps: int = 1000, timestep_fs: float | None = None, thermostat: str = "nose-hoover",
        barostat: str = "mtk", pressure_GPa: float = 0.0, traj_every: int = 1,
-       checkpoint_every: int = 10, seed: int = 0, analyze: bool = True) -> dict:
-    """CHGNet MD of every input structure (kill-safe: rerunning resumes from checkpoints)."""
+       checkpoint_every: int = 10, seed: int = 0, analyze: bool = True,
+       restart: bool = False) -> dict:
+    """CHGNet MD of every input structure (kill-safe: rerunning resumes from checkpoints, a larger
+    n_steps extends finished runs; ``restart=True`` discards the runs of these inputs first)."""
     settings = dict(ensemble=ensemble, temperature_K=temperature_K, n_steps=n_steps,
                     timestep_fs=timestep_fs, thermostat=thermostat, barostat=barostat,
                     pressure_GPa=pressure_GPa, traj_every=traj_every,
                     checkpoint_every=checkpoint_every, seed=seed)
-    summary = md_task(list(inputs), outdir, settings, analyze)
+    summary = md_task(list(inputs), outdir, settings, analyze, restart)
     _report("md", summary, [
         f"- `{r['source']}`: {r['n_steps']} steps, {r['n_frames']} frames, mean T "
         f"{r['mean_temperature_K']:.0f} K, trajectory `{r['trajectory']}`" for r in summary["results"]])

@@ -1,11 +1,16 @@
 """matflow command-line interface: parses arguments, calls the library, writes output. No logic of its own.
 
 Exit codes: 0 all inputs succeeded; 1 some inputs failed (good results are still written);
-2 usage error or nothing usable.
+2 usage error or nothing usable; 3 the output could not be written; 130 interrupted by SIGINT (Ctrl-C)
+and 143 by SIGTERM, after finished work was kept.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import typer
@@ -17,7 +22,108 @@ app = typer.Typer(help="matflow: materials-informatics pipeline.", no_args_is_he
                   pretty_exceptions_enable=False)
 console = Console(stderr=True, soft_wrap=True)
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_OUTPUT = 0, 1, 2, 3
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, a scheduler's pre-emption, a Prefect cancellation) raised like Ctrl-C.
+
+    Being a KeyboardInterrupt, it runs the same clean-up paths: caches, checkpoints and partial tables
+    are flushed before the process exits.
+    """
+
+    signum = signal.SIGTERM
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _install_signal_handlers() -> None:
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+@contextlib.contextmanager
+def interruptible(what_was_kept: Callable[[], str]) -> Iterator[None]:
+    """Turn Ctrl-C / SIGTERM into one line saying what was kept and how to resume, and exit 130 / 143."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+        try:
+            kept = what_was_kept()
+        except Exception as inner:  # the report of what was kept must not hide the interruption
+            kept = f"could not list what was kept ({inner})"
+        console.print(f"[yellow]interrupted by {name}[/yellow]: {kept}", highlight=False)
+        raise typer.Exit(EXIT_SIGNAL[signal.SIGTERM if name == "SIGTERM" else signal.SIGINT]) from None
+
+
+def usage_error(message: str) -> typer.Exit:
+    """Print a one-line usage error; the caller raises the returned Exit (code 2)."""
+    console.print(f"[red]error[/red]: {message}", highlight=False)
+    return typer.Exit(EXIT_USAGE)
+
+
+def require(ok: bool, option: str, value, rule: str) -> None:
+    """Validate one numeric option before any work: a one-line message and exit code 2."""
+    if not ok:
+        raise usage_error(f"{option} {value!r}: {rule}")
+
+
+def require_finite(option: str, value: float | None, *, low: float | None = None, high: float | None = None,
+                   low_open: bool = False) -> None:
+    """A finite number within [low, high] (or (low, high] with ``low_open``)."""
+    if value is None:
+        return
+    ok = math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        parts.append(f"<= {high:g}")
+    require(ok, option, value, "must be a finite number" + (f" {' and '.join(parts)}" if parts else ""))
+
+
+MAX_SITES_OPTION = typer.Option(
+    None, "--max-sites", help="Largest cell accepted, in sites (default 1000, or MATFLOW_MAX_SITES).")
+
+
+def apply_max_sites(max_sites: int | None) -> None:
+    """Raise (or lower) the size limit of every structure reader for this process."""
+    import os
+
+    from matflow.io import MAX_SITES_ENV
+
+    if max_sites is not None:
+        require(max_sites >= 1, "--max-sites", max_sites, "must be at least 1")
+        os.environ[MAX_SITES_ENV] = str(max_sites)
+
+
+def check_output(path: Path | None, kind: str = "file") -> None:
+    """Check an output path before any work (exit 2 with the reason)."""
+    from matflow.outputs import OutputPathError, check_output_dir, check_output_file
+
+    if path is None:
+        return
+    try:
+        (check_output_file if kind == "file" else check_output_dir)(path)
+    except OutputPathError as exc:
+        raise usage_error(str(exc)) from None
+
+
+def write_output(path: Path, write: Callable[[Path], object]) -> None:
+    """Write an output; a failure at the end (disk full, path removed) is exit 3 with the reason."""
+    try:
+        write(path)
+    except OSError as exc:
+        console.print(f"[red]could not write output[/red] {path}: {exc.strerror or exc}", highlight=False)
+        raise typer.Exit(EXIT_OUTPUT) from None
 
 
 def _version_callback(value: bool) -> None:
@@ -32,6 +138,13 @@ def main(
                                  help="Print the version and exit."),
 ) -> None:
     """matflow: featurize structures, train and serve property models, run CHGNet atomistics."""
+    _install_signal_handlers()
+    import os
+
+    from matflow.io import MAX_SITES_ENV
+
+    text = os.environ.get(MAX_SITES_ENV, "").strip()
+    require(not text or (text.isdigit() and int(text) >= 1), MAX_SITES_ENV, text, "must be a whole number >= 1")
 
 
 def report_failures(failures, what: str = "input") -> None:
@@ -45,26 +158,44 @@ def report_failures(failures, what: str = "input") -> None:
 @app.command()
 def featurize(
     inputs: list[str] = typer.Argument(..., help="Structure files, directories or glob patterns."),
+    max_sites: int = MAX_SITES_OPTION,
     output: Path = typer.Option(..., "-o", "--output", help="Parquet feature table to write."),
     preset: str = typer.Option("structure", "--preset", help="Featurizer preset name."),
-    n_jobs: int = typer.Option(1, "--n-jobs", "-j", help="Worker processes."),
+    n_jobs: int = typer.Option(1, "--n-jobs", "-j", help="Worker processes (0 = one per core)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
 ) -> None:
-    """Featurize structures into a parquet table keyed by structure hash."""
+    """Featurize structures into a parquet table keyed by structure hash.
+
+    On Ctrl-C or SIGTERM the finished rows stay in the feature cache and a partial table is written
+    (unfinished rows have status 'not computed'); rerun the same command to resume.
+    """
     from matflow.featurize import PRESETS, featurize_files
 
     if preset not in PRESETS:
-        console.print(f"[red]unknown preset {preset!r}[/red]; choose one of {', '.join(PRESETS)}")
-        raise typer.Exit(EXIT_USAGE)
-    result = featurize_files(inputs, preset=preset, n_jobs=n_jobs, use_cache=not no_cache,
-                             progress=True)
+        raise usage_error(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    require(0 <= n_jobs <= 256, "--n-jobs", n_jobs, "must be between 0 (one per core) and 256")
+    apply_max_sites(max_sites)
+    check_output(output)
+
+    def keep_partial() -> str:
+        if no_cache:
+            return "nothing kept (--no-cache); rerun the same command"
+        partial = featurize_files(inputs, preset=preset, compute=False)
+        write_output(output, partial.write)
+        return (f"{partial.n_ok} finished row(s) kept in the feature cache and written to {output} "
+                "(the rest have status 'not computed'); rerun the same command to resume")
+
+    with interruptible(keep_partial):
+        result = featurize_files(inputs, preset=preset, n_jobs=n_jobs, use_cache=not no_cache,
+                                 progress=True)
     report_failures(result.failures)
     if result.n_ok == 0:
         console.print("[red]no structure could be featurized[/red]")
         if len(result.table):
-            result.write(output)
+            write_output(output, result.write)
         raise typer.Exit(EXIT_USAGE)
-    path = result.write(output)
+    path = output
+    write_output(output, result.write)
     typer.echo(f"wrote {result.n_ok} featurized structure(s) x {result.n_features} features "
                f"({len(result.failures)} failed) to {path}")
     raise typer.Exit(EXIT_PARTIAL if result.failures else EXIT_OK)
@@ -97,14 +228,17 @@ def train(
     if config not in CONFIGS:
         console.print(f"[red]unknown config {config!r}[/red]; choose one of {', '.join(CONFIGS)}")
         raise typer.Exit(EXIT_USAGE)
+    require(0 <= n_jobs <= 256, "--n-jobs", n_jobs, "must be between 0 (one per core) and 256")
+    require(limit is None or limit >= 1, "--limit", limit, "must be a positive number of rows")
     chosen = [t.strip() for item in (targets or []) for t in item.split(",") if t.strip()] or None
-    try:
-        result = run_training(dataset, targets=chosen, preset=preset, config=config, name=name,
-                              version=model_version, evaluate=evaluate, n_jobs=n_jobs, limit=limit,
-                              overwrite=overwrite, log=lambda msg: console.print(msg, highlight=False))
-    except ValueError as exc:
-        console.print(f"[red]{exc}[/red]", highlight=False)
-        raise typer.Exit(EXIT_USAGE) from None
+    kept = "featurized rows are kept in the feature cache; nothing was registered; rerun to resume"
+    with interruptible(lambda: kept):
+        try:
+            result = run_training(dataset, targets=chosen, preset=preset, config=config, name=name,
+                                  version=model_version, evaluate=evaluate, n_jobs=n_jobs, limit=limit,
+                                  overwrite=overwrite, log=lambda msg: console.print(msg, highlight=False))
+        except ValueError as exc:
+            raise usage_error(str(exc)) from None
     cv = result["metrics"].get("cv")
     if cv:
         typer.echo(f"CV MAE {cv['mae_mean']:.4g} ± {cv['mae_std']:.2g}, R2 {cv['r2_mean']:.3f}, "
@@ -123,14 +257,20 @@ def _model_ref(ref: str) -> tuple[str, str]:
 def predict(
     model: str = typer.Argument(..., help="Registered model name, optionally NAME@VERSION."),
     inputs: list[str] = typer.Argument(..., help="Structure files, directories or glob patterns."),
+    max_sites: int = MAX_SITES_OPTION,
     fmt: str = typer.Option("table", "--format", "-f", help="Output format: table, json or csv."),
     output: Path = typer.Option(None, "-o", "--output", help="Write here instead of stdout."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    n_jobs: int = typer.Option(1, "--n-jobs", "-j", help="Featurization worker processes (0 = one per core)."),
 ) -> None:
-    """Predict a property with its unit, conformal interval and applicability flag per structure."""
+    """Predict a property with its unit, conformal interval and applicability flag per structure, and
+    say which structures are in the model's training data (with their training label)."""
     if fmt not in ("table", "json", "csv"):
-        console.print(f"[red]unknown format {fmt!r}[/red]; choose table, json or csv")
-        raise typer.Exit(EXIT_USAGE)
+        raise usage_error(f"unknown format {fmt!r}; choose table, json or csv")
+    require(0 <= n_jobs <= 256, "--n-jobs", n_jobs, "must be between 0 (one per core) and 256")
+    apply_max_sites(max_sites)
+    check_output(output)
+    from matflow.ml.predict import predict_files, prediction_table_text
     from matflow.ml.registry import load
 
     name, version = _model_ref(model)
@@ -139,7 +279,10 @@ def predict(
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
-    rows, failures = loaded.predict_files(inputs, use_cache=not no_cache)
+    kept = ("nothing kept (--no-cache)" if no_cache else
+            "featurized rows are kept in the feature cache; rerun the same command to resume")
+    with interruptible(lambda: kept):
+        rows, failures = predict_files(loaded, inputs, n_jobs=n_jobs, use_cache=not no_cache, progress=True)
     report_failures(failures)
     if rows.empty:
         console.print("[red]no structure could be predicted[/red]")
@@ -152,27 +295,15 @@ def predict(
     elif fmt == "csv":
         text = rows.to_csv(index=False)
     else:
-        text = _prediction_table(rows)
+        text = prediction_table_text(rows)
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text if text.endswith("\n") else text + "\n")
+        from matflow.outputs import atomic_write_text
+
+        write_output(output, lambda path: atomic_write_text(path, text if text.endswith("\n") else text + "\n"))
         console.print(f"wrote {len(rows)} prediction(s) to {output}", highlight=False)
     else:
         typer.echo(text)
     raise typer.Exit(EXIT_PARTIAL if failures else EXIT_OK)
-
-
-def _prediction_table(rows) -> str:
-    """Fixed-width text table: source, formula, target, value ± interval with unit, domain flag."""
-    header = ["source", "formula", "target", "value", "interval", "unit", "in_domain"]
-    body = [[str(r.source), str(r.formula), str(r.target), f"{r.value:.4g}",
-             f"[{r.lower:.4g}, {r.upper:.4g}] ({r.coverage:.0%})", str(r.unit),
-             "yes" if r.in_domain else "NO (far from training data)"] for r in rows.itertuples()]
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)) for b in body]
-    return "\n".join(lines)
 
 
 def _atomistic_progress(total_label: str):
@@ -182,6 +313,12 @@ def _atomistic_progress(total_label: str):
     return Progress(TextColumn(f"[bold]{total_label}[/bold] {{task.description}}"), BarColumn(),
                     TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                     console=console, transient=True)
+
+
+def _kept_folders(outdir: Path, result_file: str) -> str:
+    done = sorted(outdir.glob(f"*/{result_file}")) if outdir.is_dir() else []
+    return (f"{len(done)} finished result folder(s) kept in {outdir}; rerun the same command for the rest"
+            if done else f"no structure had finished; nothing written to {outdir}")
 
 
 def _atomistic_exit(summary: dict) -> None:
@@ -198,6 +335,7 @@ def _atomistic_exit(summary: dict) -> None:
 @app.command()
 def relax(
     inputs: list[str] = typer.Argument(..., help="Structure files, directories or glob patterns."),
+    max_sites: int = MAX_SITES_OPTION,
     outdir: Path = typer.Option(Path("relax_out"), "-o", "--outdir", help="Output folder."),
     fmax: float = typer.Option(0.05, "--fmax", help="Force convergence (eV/Å)."),
     fixed_cell: bool = typer.Option(False, "--fixed-cell", help="Relax positions only."),
@@ -209,9 +347,13 @@ def relax(
     from matflow.atomistic.batch import relax_files
 
     if optimizer not in ("FIRE", "BFGS", "LBFGS"):
-        console.print(f"[red]unknown optimizer {optimizer!r}[/red]; choose FIRE, BFGS or LBFGS")
-        raise typer.Exit(EXIT_USAGE)
-    with _atomistic_progress("relax") as bar:
+        raise usage_error(f"unknown optimizer {optimizer!r}; choose FIRE, BFGS or LBFGS")
+    require_finite("--fmax", fmax, low=0.0, high=10.0, low_open=True)
+    require(1 <= max_steps <= 1_000_000, "--max-steps", max_steps, "must be between 1 and 1000000")
+    require_finite("--pressure", pressure, low=-100.0, high=1000.0)
+    apply_max_sites(max_sites)
+    check_output(outdir, "dir")
+    with interruptible(lambda: _kept_folders(outdir, "relax.json")), _atomistic_progress("relax") as bar:
         task = bar.add_task("", total=None)
         summary = relax_files(inputs, outdir, fmax_eV_per_A=fmax, relax_cell=not fixed_cell,
                               optimizer=optimizer, max_steps=max_steps, pressure_GPa=pressure,
@@ -227,7 +369,9 @@ def relax(
 @app.command()
 def md(
     inputs: list[str] = typer.Argument(..., help="Structure files, directories or glob patterns."),
-    outdir: Path = typer.Option(Path("md_out"), "-o", "--outdir", help="Output folder (resumes runs found there)."),
+    max_sites: int = MAX_SITES_OPTION,
+    outdir: Path = typer.Option(Path("md_out"), "-o", "--outdir",
+                                help="Output folder (resumes or extends runs found there)."),
     ensemble: str = typer.Option("nvt", "--ensemble", help="nve, nvt or npt."),
     temperature: float = typer.Option(300.0, "-T", "--temperature", help="Target temperature (K)."),
     steps: int = typer.Option(1000, "-n", "--steps", help="Number of MD steps."),
@@ -239,8 +383,11 @@ def md(
     checkpoint_every: int = typer.Option(10, "--checkpoint-every", help="Checkpoint every N steps."),
     seed: int = typer.Option(0, "--seed", help="Seed of initial velocities and Langevin noise."),
     no_analysis: bool = typer.Option(False, "--no-analysis", help="Skip RDF/MSD analysis and plots."),
+    restart: bool = typer.Option(False, "--restart",
+                                 help="discard existing runs in OUTDIR for these inputs and start over"),
 ) -> None:
-    """CHGNet molecular dynamics; kill-safe (rerun the same command to resume)."""
+    """CHGNet molecular dynamics; kill-safe (rerun the same command to resume, with more --steps to
+    extend a finished run)."""
     from matflow.atomistic.batch import md_files
     from matflow.atomistic.md import MDSettings
 
@@ -251,15 +398,19 @@ def md(
     try:
         settings.validate()
     except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_USAGE) from exc
-    with _atomistic_progress("md") as bar:
+        raise usage_error(str(exc)) from None
+    apply_max_sites(max_sites)
+    check_output(outdir, "dir")
+    kept = lambda: (f"trajectories and checkpoints up to the last completed step are kept in {outdir}; "  # noqa: E731
+                    "rerun the same command to resume")
+    with interruptible(kept), _atomistic_progress("md") as bar:
         task = bar.add_task("", total=steps)
 
         def on_start(src: str) -> None:
             bar.update(task, description=src, completed=0)
 
-        summary = md_files(inputs, outdir, settings, analyze=not no_analysis, on_start=on_start,
+        summary = md_files(inputs, outdir, settings, analyze=not no_analysis, restart=restart,
+                           on_start=on_start,
                            progress=lambda src, step, n: bar.update(task, completed=step))
     for r in summary["results"]:
         line = (f"{r['source']}: {r['n_steps']} steps x {r['timestep_fs']} fs, {r['n_frames']} frames, "
@@ -274,6 +425,7 @@ def md(
 @app.command()
 def phonons(
     inputs: list[str] = typer.Argument(..., help="Structure files, directories or glob patterns."),
+    max_sites: int = MAX_SITES_OPTION,
     outdir: Path = typer.Option(Path("phonons_out"), "-o", "--outdir", help="Output folder."),
     supercell: float = typer.Option(10.0, "--supercell-min-length", help="Minimum supercell width (Å)."),
     displacement: float = typer.Option(0.01, "--displacement", help="Finite displacement (Å)."),
@@ -284,7 +436,13 @@ def phonons(
     """Phonons (phonopy on CHGNet forces): S_vib, Cv, F_vib(T) per atom; imaginary modes flagged."""
     from matflow.atomistic.batch import phonons_files
 
-    with _atomistic_progress("phonons") as bar:
+    require_finite("--supercell-min-length", supercell, low=0.0, high=60.0, low_open=True)
+    require_finite("--displacement", displacement, low=0.0, high=0.2, low_open=True)
+    require_finite("--t-max", t_max, low=0.0, high=5000.0, low_open=True)
+    require_finite("--t-step", t_step, low=0.0, high=t_max if math.isfinite(t_max) else None, low_open=True)
+    apply_max_sites(max_sites)
+    check_output(outdir, "dir")
+    with interruptible(lambda: _kept_folders(outdir, "phonons.json")), _atomistic_progress("phonons") as bar:
         task = bar.add_task("", total=None)
         summary = phonons_files(inputs, outdir, supercell_min_length_A=supercell,
                                 displacement_A=displacement, relax=not no_relax, t_max_K=t_max,

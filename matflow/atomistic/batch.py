@@ -3,6 +3,12 @@
 Each function reads and validates inputs with ``matflow.io.read_structures``, runs every good
 structure, writes one output folder per structure under ``outdir`` and returns a summary with the
 per-input failures (file and reason). One bad input never stops the batch.
+
+A structure's folder is ``<readable name>-<8 hex digits of its structure hash>`` (``run_folder``),
+so it does not depend on the order or the subset of the inputs: rerunning some of them finds their
+own earlier runs (MD resumes or extends its checkpoint there). ``<kind>_summary.json`` in ``outdir``
+accumulates: a call replaces the entries of the structures and inputs it touched and keeps the
+others, while the summary a call returns describes that call only.
 """
 
 from __future__ import annotations
@@ -11,33 +17,67 @@ import functools
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from matflow.io import FailedInput, read_structures
+from matflow.io import LoadedStructure, read_structures
+from matflow.structures import structure_hash
 
 
 def _slug(source: str) -> str:
-    name = Path(source.split("@")[0]).stem + (f"_{source.split('@')[1]}" if "@" in source else "")
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "structure"
+    """The readable part of a folder name: the file stem (POSCAR/CONTCAR prefixed with their folder's
+    name, e.g. ``NaCl_POSCAR``), plus ``_<i>`` for frame i of a multi-structure file."""
+    base, sep, frame = source.rpartition("@")
+    if not sep or not frame.isdigit():
+        base, frame = source, ""
+    path = Path(base)
+    name = path.stem
+    if name.upper().startswith(("POSCAR", "CONTCAR")) and path.parent.name:
+        name = f"{path.parent.name}_{name}"
+    if frame:
+        name += f"_{frame}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")[:60] or "structure"
 
 
-def _unique_dirs(sources: Sequence[str], outdir: Path) -> list[Path]:
-    seen: dict[str, int] = {}
-    out = []
-    for src in sources:
-        slug = _slug(src)
-        seen[slug] = seen.get(slug, 0) + 1
-        out.append(outdir / (slug if seen[slug] == 1 else f"{slug}_{seen[slug]}"))
-    return out
+def run_folder(item: LoadedStructure, outdir: str | os.PathLike) -> Path:
+    """``outdir/<slug>-<hash8>``: the same structure from the same file name always gets the same
+    folder; different structures never share one (the hash is ``matflow.structures.structure_hash``,
+    independent of site order)."""
+    return Path(outdir) / f"{_slug(item.source)}-{structure_hash(item.structure)[:8]}"
 
 
-def _summary(kind: str, outdir: Path, ok: list[dict], failures: list[FailedInput]) -> dict:
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _summary(kind: str, outdir: Path, ok: list[dict], failures: list[dict],
+             touched_folders: set[str], sources: set[str]) -> dict:
+    """This call's summary, merged into ``<kind>_summary.json``: earlier rows are kept unless their
+    folder was run again or their input was read again now (results and failures alike). Failure
+    rows in the file also name their folder; the returned ones are ``FailedInput`` fields only."""
     summary = {"kind": kind, "outdir": str(outdir), "n_ok": len(ok), "n_failed": len(failures),
-               "results": ok, "failures": [asdict(f) for f in failures]}
+               "results": ok, "failures": [{"source": f["source"], "reason": f["reason"]}
+                                           for f in failures]}
     outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / f"{kind}_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    path = outdir / f"{kind}_summary.json"
+    old: dict = {}
+    if path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:  # keep an unreadable summary aside rather than overwrite it
+            os.replace(path, path.with_suffix(".json.unreadable"))
+
+    def keep(row: dict) -> bool:
+        return row.get("folder") not in touched_folders and row.get("source") not in sources
+
+    results = [r for r in old.get("results", []) if keep(r)] + ok
+    failed = [f for f in old.get("failures", []) if keep(f)] + failures
+    _write_json_atomic(path, {**summary, "n_ok": len(results), "n_failed": len(failed),
+                              "results": results, "failures": failed})
     return summary
 
 
@@ -47,26 +87,42 @@ def _run_batch(kind: str, inputs: Sequence[str | os.PathLike], outdir: str | os.
                prepare: Callable[[], object] | None = None) -> dict:
     """Read inputs, call ``run_one(item, folder)`` per good structure and collect results and failures.
 
-    One folder per structure under ``outdir``; an exception on one structure becomes a failure row
-    (file and reason) and the batch goes on. ``prepare`` (e.g. building the calculator, which
-    validates its options) runs once, outside the per-structure guard, when there is work to do.
+    One folder per structure (``run_folder``); inputs that are the same structure under the same
+    name share it and are run once. An exception on one structure becomes a failure row (file and
+    reason) and the batch goes on. ``prepare`` (e.g. building the calculator, which validates its
+    options) runs once, outside the per-structure guard, when there is work to do. An interruption
+    (KeyboardInterrupt, SystemExit) still writes the summary of what finished, then propagates.
     """
     outdir = Path(outdir)
     batch = read_structures(list(inputs))
-    failures = list(batch.failures)
-    ok = []
-    dirs = _unique_dirs([s.source for s in batch.structures], outdir)
+    failures = [asdict(f) for f in batch.failures]
+    sources = {s.source for s in batch.structures} | {f.source for f in batch.failures}
+    ok: list[dict] = []
+    reasons: dict[str, str | None] = {}  # folder name -> None (ok) or the failure reason
     if batch.structures and prepare is not None:
         prepare()
-    for item, folder in zip(batch.structures, dirs, strict=True):
-        if on_start:
-            on_start(item.source)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            ok.append(run_one(item, folder))
-        except Exception as exc:  # one bad structure must not stop the batch (MD keeps its last frame)
-            failures.append(FailedInput(item.source, f"{type(exc).__name__}: {exc}"))
-    return _summary(kind, outdir, ok, failures)
+    try:
+        for item in batch.structures:
+            folder = run_folder(item, outdir)
+            if folder.name in reasons:
+                if reasons[folder.name] is not None:
+                    failures.append({"source": item.source, "reason": reasons[folder.name],
+                                     "folder": folder.name})
+                continue
+            if on_start:
+                on_start(item.source)
+            reasons[folder.name] = None
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                ok.append({**run_one(item, folder), "folder": folder.name})
+            except Exception as exc:  # one bad structure must not stop the batch (MD keeps its frames)
+                reasons[folder.name] = f"{type(exc).__name__}: {exc}"
+                failures.append({"source": item.source, "reason": reasons[folder.name],
+                                 "folder": folder.name})
+    except BaseException:
+        _summary(kind, outdir, ok, failures, set(reasons), sources)
+        raise
+    return _summary(kind, outdir, ok, failures, set(reasons), sources)
 
 
 def relax_files(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, *,
@@ -89,9 +145,14 @@ def relax_files(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, 
 
 
 def md_files(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, settings=None, *,
-             analyze: bool = True, progress: Callable[[str, int, int], None] | None = None,
+             analyze: bool = True, restart: bool = False,
+             progress: Callable[[str, int, int], None] | None = None,
              on_start: Callable[[str], None] | None = None) -> dict:
-    """MD for every structure in ``<name>/`` (resumes from a checkpoint there) plus analysis plots."""
+    """MD for every structure in its ``run_folder`` plus analysis plots.
+
+    A run found there is resumed, returned as is when finished, or extended when ``settings`` asks
+    for more steps (see ``run_md``); ``restart=True`` discards it (and its analysis) first.
+    """
     from matflow.atomistic.analysis import analyze_trajectory
     from matflow.atomistic.md import MDSettings, run_md
 
@@ -100,12 +161,22 @@ def md_files(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, set
 
     def run_one(item, folder: Path) -> dict:
         cb = (lambda step, n, src=item.source: progress(src, step, n)) if progress else None
-        res = run_md(item.structure, folder, settings, progress=cb)
+        report_path = folder / "analysis.json"
+
+        def drop_analysis() -> None:
+            report_path.unlink(missing_ok=True)
+            shutil.rmtree(folder / "analysis", ignore_errors=True)
+
+        if restart:
+            drop_analysis()
+        res = run_md(item.structure, folder, settings, progress=cb, restart=restart)
+        if report_path.exists() and report_path.stat().st_mtime < Path(res.trajectory).stat().st_mtime:
+            drop_analysis()  # analysis of a shorter trajectory than the one now there
         row = {k: v for k, v in res.to_dict().items() if k not in ("versions", "settings")}
         row["source"] = item.source
         if analyze:
             report = analyze_trajectory(res.trajectory, folder / "analysis")
-            (folder / "analysis.json").write_text(json.dumps(report, indent=1, default=float))
+            report_path.write_text(json.dumps(report, indent=1, default=float))
             row["analysis"] = {k: report[k] for k in ("equilibration_cut_time_fs", "series",
                                                       "rdf_first_peak_A", "diffusion")}
         return row

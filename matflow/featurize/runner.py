@@ -12,12 +12,17 @@ Policy for missing and non-finite values (tested in tests/test_featurize.py):
 
 from __future__ import annotations
 
+import faulthandler
 import math
+import multiprocessing
 import os
+import signal
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,8 +47,16 @@ __all__ = ["FeatureTable", "featurize_structures", "featurize_compositions", "fe
            "FeatureCleaner", "META_COLUMNS", "default_cache", "featurize_dataset"]
 
 META_COLUMNS = ["source", "formula", "status", "errors"]
+NOT_COMPUTED = "not computed"
+LARGE_CELL_SITES = 200
+
+
+class LargeStructureWarning(UserWarning):
+    """A structure large enough that featurizing it takes minutes."""
+
 _WORKER_FEATURIZERS: list | None = None
 _WORKER_PRESET: str | None = None
+_WORKER_MARKER: Path | None = None
 
 
 def default_cache() -> FeatureCache:
@@ -87,24 +100,38 @@ def _to_float(value) -> float:
     return x if math.isfinite(x) else math.nan
 
 
-def _worker_init(preset_name: str) -> None:
-    global _WORKER_FEATURIZERS, _WORKER_PRESET
+def _worker_init(preset_name: str, marker_dir: str) -> None:
+    global _WORKER_FEATURIZERS, _WORKER_PRESET, _WORKER_MARKER
+    # the parent owns Ctrl-C and SIGTERM; a worker dies quietly when the parent ends it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    faulthandler.disable()  # a crash is reported once, by the parent, as a failed row
     # one BLAS thread per worker: n_jobs processes already fill the cores
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
     os.environ["MATFLOW_FEATURIZE_WORKER"] = "1"  # torch-based featurizers take one thread too
     _WORKER_PRESET = preset_name
+    _WORKER_MARKER = Path(marker_dir) / str(os.getpid())
     _WORKER_FEATURIZERS = get_preset(preset_name).build()
 
 
 def _worker_run(items: list[tuple[str, dict, str]]) -> list[tuple[str, dict]]:
-    assert _WORKER_FEATURIZERS is not None
+    """Featurize a chunk; the marker file names the item in progress, so a native crash is traced to it."""
+    assert _WORKER_FEATURIZERS is not None and _WORKER_MARKER is not None
     out = []
     for key, payload, kind in items:
+        _WORKER_MARKER.write_text(key)
         obj = Structure.from_dict(payload) if kind == "structure" else Composition(payload)
         out.append((key, _featurize_one(obj, _WORKER_FEATURIZERS)))
+    _WORKER_MARKER.write_text("")
     return out
+
+
+def _crash_row(n_features: int, preset_name: str) -> dict:
+    return {"values": [math.nan] * n_features, "status": "failed",
+            "errors": f"featurizer process crashed twice on this structure (preset {preset_name}); "
+                      "it was isolated and the batch went on"}
 
 
 @dataclass
@@ -135,11 +162,11 @@ class FeatureTable:
         return ok[self.feature_columns]
 
     def write(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write the table as parquet atomically (a killed run leaves the old file or the new one)."""
+        from matflow.outputs import atomic_write
+
         self.table.attrs = {"matflow_preset": self.preset}
-        self.table.to_parquet(path)
-        return path
+        return atomic_write(path, lambda tmp: self.table.to_parquet(tmp))
 
 
 def _compute(
@@ -151,10 +178,14 @@ def _compute(
     flush_rows: int = 64,
     flush_seconds: float = 30.0,
 ) -> dict[str, dict]:
-    """Featurize unique (key, object) items, serially or over worker processes.
+    """Featurize unique (key, object) items in worker processes that a native crash cannot take down.
 
-    ``sink`` receives finished rows every ``flush_rows`` rows or ``flush_seconds``, and what is pending
-    when the run stops for any reason, so an interrupted hours-long run keeps what it computed.
+    Featurizers call native code (spglib, torch) that can crash the process on inputs validation did not
+    foresee. Work therefore runs in forked workers: when a worker dies, the pool is rebuilt, the items that
+    were in progress get a strike and are retried alone, and an item that crashes a worker twice becomes a
+    failed row while the batch goes on. ``sink`` receives finished rows every ``flush_rows`` rows or
+    ``flush_seconds``, and what is pending when the run stops for any reason (Ctrl-C, SIGTERM), so an
+    interrupted hours-long run keeps what it computed.
     """
     results: dict[str, dict] = {}
     if not items:
@@ -173,29 +204,73 @@ def _compute(
             pending.clear()
             last_flush = time.monotonic()
 
+    payloads = {
+        key: (key, obj.as_dict() if isinstance(obj, Structure) else obj.formula,
+              "structure" if isinstance(obj, Structure) else "composition")
+        for key, obj in items
+    }
+    strikes: dict[str, int] = {}
     try:
-        if n_jobs == 1:
-            built = preset.build()
-            for key, obj in items:
-                add(key, _featurize_one(obj, built))
-        else:
-            payloads = [
-                (key, obj.as_dict() if isinstance(obj, Structure) else obj.formula,
-                 "structure" if isinstance(obj, Structure) else "composition")
-                for key, obj in items
-            ]
-            chunk = max(1, min(16, len(payloads) // (n_jobs * 8) or 1))
-            chunks = [payloads[i:i + chunk] for i in range(0, len(payloads), chunk)]
-            with ProcessPoolExecutor(n_jobs, initializer=_worker_init, initargs=(preset.name,)) as pool:
-                futures = [pool.submit(_worker_run, c) for c in chunks]
-                for fut in as_completed(futures):
-                    for key, row in fut.result():
-                        add(key, row)
+        with tempfile.TemporaryDirectory(prefix="matflow-workers-") as marker_dir:
+            todo = list(payloads)
+            while todo:
+                done_before, strikes_before = len(results), sum(strikes.values())
+                fresh = [k for k in todo if not strikes.get(k)]
+                suspects = [k for k in todo if strikes.get(k)]
+                if fresh:
+                    chunk = max(1, min(16, len(fresh) // (n_jobs * 8) or 1))
+                    crashed = _run_pool([payloads[k] for k in fresh], preset.name, n_jobs, chunk,
+                                        marker_dir, add)
+                    for key in crashed:
+                        strikes[key] = strikes.get(key, 0) + 1
+                for key in suspects:  # alone in a fresh worker: a second crash convicts the item
+                    if _run_pool([payloads[key]], preset.name, 1, 1, marker_dir, add):
+                        add(key, _crash_row(len(preset.feature_labels()), preset.name))
+                todo = [k for k in todo if k not in results]
+                if todo and len(results) == done_before and sum(strikes.values()) == strikes_before:
+                    raise RuntimeError(f"featurizer worker processes for preset {preset.name!r} die "
+                                       "before they start; run with n_jobs=1 in a shell to see why")
     finally:
         bar.close()
         if sink is not None and pending:
             sink(pending)
     return results
+
+
+def _run_pool(payloads: list[tuple[str, object, str]], preset_name: str, n_jobs: int, chunk: int,
+              marker_dir: str, add: Callable[[str, dict], None]) -> set[str]:
+    """Run payloads over a fresh pool; return the keys that were in progress when a worker crashed.
+
+    Fork is used on purpose: workers inherit the imported libraries, so starting one costs milliseconds.
+    """
+    context = multiprocessing.get_context("fork")
+    chunks = [payloads[i:i + chunk] for i in range(0, len(payloads), chunk)]
+    pool = ProcessPoolExecutor(n_jobs, mp_context=context, initializer=_worker_init,
+                               initargs=(preset_name, marker_dir))
+    crashed: set[str] = set()
+    try:
+        futures = [pool.submit(_worker_run, c) for c in chunks]
+        for fut in as_completed(futures):
+            try:
+                rows = fut.result()
+            except BrokenProcessPool:
+                for marker in Path(marker_dir).iterdir():
+                    key = marker.read_text().strip()
+                    if key:
+                        crashed.add(key)
+                    marker.unlink(missing_ok=True)
+                break
+            for key, row in rows:
+                add(key, row)
+    finally:
+        workers = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in workers:  # an interrupted batch must not wait for running chunks to finish
+            if proc.is_alive():
+                proc.terminate()
+        for proc in workers:
+            proc.join(timeout=5)
+    return crashed
 
 
 def _progress_bar(total: int, name: str, enabled: bool):
@@ -248,17 +323,19 @@ def _featurize_objects(
     cache: FeatureCache | None,
     progress: bool,
     failures: list[FailedInput],
+    compute: bool = True,
 ) -> FeatureTable:
     labels = preset.feature_labels()
     if use_cache and cache is None:
         cache = default_cache()
     elif not use_cache:
         cache = None
-    rows, n_computed, n_cached = _preset_rows(objs, keys, preset, n_jobs, cache, progress)
+    rows, n_computed, n_cached = _preset_rows(objs, keys, preset, n_jobs, cache, progress, compute)
     formulas = [o.composition.reduced_formula if isinstance(o, Structure) else o.reduced_formula for o in objs]
     table = _assemble(keys, sources, formulas, rows, labels, failures)
     failed_rows = [FailedInput(s, r) for s, st, r in
-                   zip(table["source"], table["status"], table["errors"], strict=True) if st == "failed"]
+                   zip(table["source"], table["status"], table["errors"], strict=True)
+                   if st in ("failed", NOT_COMPUTED)]
     return FeatureTable(table, preset.name, failures=failed_rows,
                         n_computed=n_computed, n_cached=n_cached)
 
@@ -270,27 +347,40 @@ def _preset_rows(
     n_jobs: int,
     cache: FeatureCache | None,
     progress: bool,
+    compute: bool = True,
 ) -> tuple[dict[str, dict], int, int]:
-    """Feature rows by key, from the cache where present; a composite preset joins its parts'."""
+    """Feature rows by key, from the cache where present; a composite preset joins its parts'.
+
+    Cached failures are not served: a structure that failed (a crash, a featurizer bug fixed since) is
+    retried on the next run. With ``compute=False`` nothing is computed and missing rows are marked
+    ``not computed`` (the partial table of an interrupted run).
+    """
     if preset.parts:
-        parts = [_preset_rows(objs, keys, get_preset(name), n_jobs, cache, progress)
+        parts = [_preset_rows(objs, keys, get_preset(name), n_jobs, cache, progress, compute)
                  for name in preset.parts]
         rows = {}
         for key in dict.fromkeys(keys):
             pieces = [part_rows[key] for part_rows, _, _ in parts]
+            statuses = {p["status"] for p in pieces}
             rows[key] = {
                 "values": [v for piece in pieces for v in piece["values"]],
                 "errors": "; ".join(piece["errors"] for piece in pieces if piece["errors"]),
-                "status": "failed" if all(p["status"] == "failed" for p in pieces) else "ok",
+                "status": (NOT_COMPUTED if NOT_COMPUTED in statuses
+                           else "failed" if statuses == {"failed"} else "ok"),
             }
         return rows, max(n for _, n, _ in parts), min(n for _, _, n in parts)
     preset_key = preset.key()
     cached = cache.get_many(preset_key, keys) if cache is not None else {}
+    cached = {key: row for key, row in cached.items() if row.get("status") == "ok"}
     todo: dict[str, Structure | Composition] = {}
     for key, obj in zip(keys, objs, strict=True):
         if key not in cached and key not in todo:
             todo[key] = obj
     sink = (lambda rows: cache.put_many(preset_key, rows)) if cache is not None else None
+    if not compute:
+        blank = {"values": [math.nan] * len(preset.feature_labels()), "status": NOT_COMPUTED,
+                 "errors": "not computed: the run was interrupted before this structure"}
+        return {**cached, **{key: blank for key in todo}}, 0, len(set(keys) & set(cached))
     computed = _compute(list(todo.items()), preset, n_jobs, progress, sink)
     return {**cached, **computed}, len(computed), len(set(keys) & set(cached))
 
@@ -305,11 +395,15 @@ def featurize_structures(
     cache: FeatureCache | None = None,
     progress: bool = False,
     limits: ValidationLimits | None = None,
+    compute: bool = True,
 ) -> FeatureTable:
-    """Featurize in-memory structures; invalid ones become failed rows, never exceptions."""
+    """Featurize in-memory structures; invalid ones become failed rows, never exceptions.
+
+    ``compute=False`` computes nothing: rows come from the cache or are marked ``not computed``.
+    """
     spec = get_preset(preset)
     sources = list(sources) if sources is not None else [f"structure[{i}]" for i in range(len(structures))]
-    limits = limits or ValidationLimits(allow_partial_occupancy=spec.handles_disorder)
+    limits = limits or ValidationLimits.from_env(allow_partial_occupancy=spec.handles_disorder)
     good, good_sources, failures = [], [], []
     for s, src in zip(structures, sources, strict=True):
         try:
@@ -319,8 +413,15 @@ def featurize_structures(
             continue
         good.append(s)
         good_sources.append(src)
+    large = [(src, len(s)) for s, src in zip(good, good_sources, strict=True) if len(s) > LARGE_CELL_SITES]
+    if large and spec.needs_structure and compute:
+        names = ", ".join(f"{src} ({n} sites)" for src, n in large[:3])
+        warnings.warn(f"large cell(s) {names}{' ...' if len(large) > 3 else ''}: the {preset!r} preset's "
+                      "site featurizers scale with the number of sites and may take minutes per structure; "
+                      "finished rows are cached as they complete", LargeStructureWarning, stacklevel=2)
     keys = [structure_hash(s) for s in good]
-    return _featurize_objects(good, keys, good_sources, spec, n_jobs, use_cache, cache, progress, failures)
+    return _featurize_objects(good, keys, good_sources, spec, n_jobs, use_cache, cache, progress, failures,
+                              compute)
 
 
 def featurize_compositions(
@@ -362,14 +463,15 @@ def featurize_files(
     use_cache: bool = True,
     cache: FeatureCache | None = None,
     progress: bool = False,
+    compute: bool = True,
 ) -> FeatureTable:
     """Read, validate and featurize files/directories/globs; unreadable files are listed, not fatal."""
     spec = get_preset(preset)
-    batch = read_structures(list(inputs), ValidationLimits(allow_partial_occupancy=spec.handles_disorder))
+    batch = read_structures(list(inputs), ValidationLimits.from_env(allow_partial_occupancy=spec.handles_disorder))
     result = featurize_structures(
         [x.structure for x in batch.structures], preset,
         sources=[x.source for x in batch.structures], n_jobs=n_jobs,
-        use_cache=use_cache, cache=cache, progress=progress,
+        use_cache=use_cache, cache=cache, progress=progress, compute=compute,
     )
     if batch.failures:
         extra = _assemble([], [], [], {}, spec.feature_labels(), batch.failures)

@@ -60,3 +60,41 @@ def test_unknown_optimizer_is_usage_error(inputs, tmp_path):
     result = runner.invoke(app, ["relax", str(inputs), "-o", str(tmp_path / "o"), "--optimizer", "SD"])
     assert result.exit_code == 2
     assert "unknown optimizer 'SD'" in result.output
+
+
+def _md(cif: Path, out: Path, *extra: str):
+    return runner.invoke(app, ["md", str(cif), "-o", str(out), "--no-analysis", *extra])
+
+
+def test_md_cli_restart_extend_and_absurd_temperature(inputs, tmp_path):
+    import json
+
+    from ase.io import read
+
+    cif, out = inputs / "Cu.cif", tmp_path / "md"
+    assert _md(cif, out, "-n", "4").exit_code == 0
+
+    other = _md(cif, out, "-n", "4", "-T", "500")
+    assert other.exit_code == 2, other.output
+    assert "temperature_K: 300.0 there, 500.0 now" in other.output and "--restart" in other.output
+
+    again = _md(cif, out, "-n", "4", "-T", "500", "--restart")
+    assert again.exit_code == 0, again.output
+    (folder,) = [p for p in out.iterdir() if p.is_dir()]
+    assert folder.name.startswith("Cu-")
+    result = json.loads((folder / "result.json").read_text())
+    assert result["settings"]["temperature_K"] == 500.0 and result["resumed_from_step"] is None
+
+    longer = _md(cif, out, "-n", "7", "-T", "500")
+    assert longer.exit_code == 0, longer.output
+    assert [f.info["step"] for f in read(folder / "trajectory.extxyz", ":")] == list(range(8))
+
+    absurd = _md(cif, tmp_path / "hot", "-n", "4", "-T", "1e6")
+    assert absurd.exit_code == 2
+    assert "above 10,000 K" in absurd.output
+    assert not (tmp_path / "hot").exists()
+
+
+def test_md_cli_help_lists_restart():
+    result = runner.invoke(app, ["md", "--help"])
+    assert "--restart" in result.output and "start over" in result.output

@@ -47,7 +47,7 @@ def test_md_flow_runs_and_resumes(tmp_path):
     assert again["n_ok"] == 1
     assert again["results"][0]["n_frames"] == first["results"][0]["n_frames"]
     # other settings in the same folder are refused with a reason, not silently mixed
-    other = md(inputs=[str(cif)], outdir=str(out), n_steps=6, temperature_K=300.0, analyze=False)
+    other = md(inputs=[str(cif)], outdir=str(out), n_steps=4, temperature_K=600.0, analyze=False)
     assert other["n_failed"] == 1 and "checkpoint belongs to a run with other settings" in \
         other["failures"][0]["reason"]
 
