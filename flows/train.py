@@ -1,8 +1,9 @@
-"""Prefect flow ``train``: featurize -> select -> fit -> evaluate -> register a MODNet-style model.
+"""Prefect flow ``train``: the library's train pipeline (``matflow.ml.train.run_training``), one task per step.
 
-All work happens in ``matflow.ml.train``; this module adds tasks, retries, logging and a summary artifact.
-Featurization is cached by matflow's feature cache and the cross-NMI matrix by ``cached_cross_nmi``, so
-a rerun of the flow only pays for the fits.
+The flow adds no logic of its own: ``run_training`` orders the steps and runs its guards (an existing
+model version is refused before featurization), and calls back into this module for each step
+(featurize, cross-NMI, evaluate, fit, register), which runs it as a Prefect task with retries and
+logging. A summary artifact is written at the end.
 """
 
 from __future__ import annotations  # noqa: I001  (import order below is deliberate)
@@ -11,57 +12,48 @@ import flows._prefect_env  # noqa: F401  (must precede the prefect import)
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 
 from matflow.ml import train as pipeline
 
-
-@task(name="featurize-dataset", retries=1, retry_delay_seconds=5)
-def featurize_task(dataset: str, targets: list[str] | None, preset: str, n_jobs: int, limit: int | None):
-    return pipeline.featurize_dataset(dataset, preset, targets=targets, n_jobs=n_jobs, limit=limit)
+RETRIES = {"featurize": 1}
 
 
-@task(name="cross-nmi")
-def select_task(data, n_jobs: int):
-    return pipeline.dataset_cross_nmi(data, n_jobs=n_jobs)
+@task(name="train-step", cache_policy=NO_CACHE)
+def _step_task(step_name: str, fn):
+    return fn()
 
 
-@task(name="evaluate-cv")
-def evaluate_task(data, config, cross, n_threads: int | None) -> dict:
-    logger = get_run_logger()
-    return pipeline.cross_validate(data, config, cross=cross, n_threads=n_threads, log=logger.info)
-
-
-@task(name="fit-full")
-def fit_task(data, config, cross, n_threads: int | None):
-    return pipeline.fit_full(data, config, cross=cross, n_threads=n_threads)
-
-
-@task(name="register-model")
-def register_task(est, data, name: str, version: str, metrics: dict, root: str | None, overwrite: bool) -> str:
-    return pipeline.register(est, data, name, version, metrics=metrics, root=root, overwrite=overwrite)
+def run_step(step_name: str, fn):
+    """Run one pipeline step as a Prefect task named after it."""
+    return _step_task.with_options(name=step_name, task_run_name=step_name,
+                                   retries=RETRIES.get(step_name, 0), retry_delay_seconds=5)(step_name, fn)
 
 
 @flow(name="train")
 def train(dataset: str, targets: list[str] | None = None, preset: str = "structure",
-          config: str | dict = "default", name: str | None = None, version: str = "v1",
-          evaluate: bool = False, n_jobs: int = 1, n_threads: int | None = None, limit: int | None = None,
+          config: str | dict = "default", name: str | None = None, version: str | None = None,
+          evaluate: bool = False, search: bool = False, budget: int | None = None, seed: int = 0,
+          n_jobs: int = 1, n_threads: int | None = None, limit: int | None = None,
           models_dir: str | None = None, overwrite: bool = False) -> dict:
-    """Train and register one model; returns its folder, training size and any CV metrics."""
+    """Train and register one model (``version`` None: the next free one); returns its folder, training
+    size, failures, the search's choice and any CV metrics."""
     logger = get_run_logger()
-    data = featurize_task(dataset, targets, preset, n_jobs, limit)
-    logger.info("featurized %s: %d rows x %d features (%d failed)", dataset, len(data.X), data.X.shape[1],
-                data.n_failed)
-    cfg = pipeline.CONFIGS[config] if isinstance(config, str) else config
-    cross = select_task(data, n_jobs) if cfg.get("n_features") else None
-    metrics = {"cv": evaluate_task(data, config, cross, n_threads)} if evaluate else {}
-    est = fit_task(data, config, cross, n_threads)
-    path = register_task(est, data, name or dataset, version, metrics, models_dir, overwrite)
-    summary = {"path": path, "n_train": len(data.X), "n_failed": data.n_failed,
-               "selected_features": list(est.selected_names_), "metrics": metrics}
-    cv = metrics.get("cv")
+    result = pipeline.run_training(dataset, targets=targets, preset=preset, config=config, name=name,
+                                   version=version, evaluate=evaluate, search=search, budget=budget, seed=seed,
+                                   n_jobs=n_jobs, n_threads=n_threads, limit=limit, root=models_dir,
+                                   overwrite=overwrite, log=logger.info, step=run_step)
+    summary = {"path": result["path"], "version": result["version"], "n_train": result["n_train"],
+               "n_failed": result["n_failed"],
+               "failures": [f"{f.source}: {f.reason}" for f in result["failures"]],
+               "selected_features": result["selected_features"], "search": result["search"],
+               "metrics": result["metrics"]}
+    cv = result["cv"]
     create_markdown_artifact(
         key="train-summary",
-        markdown=(f"# train {dataset}\n\nmodel: `{path}`\n\ntraining rows: {len(data.X)}\n\n"
+        markdown=(f"# train {dataset}\n\nmodel: `{result['path']}`\n\ntraining rows: {result['n_train']} "
+                  f"({result['n_failed']} failed featurization)\n\n"
+                  + (f"search chose: `{result['search']['best_params']}`\n\n" if result["search"] else "")
                   + (f"CV MAE {cv['mae_mean']:.4g} ± {cv['mae_std']:.2g}, R² {cv['r2_mean']:.3f}, "
                      f"coverage {cv['coverage_pooled']:.3f}\n" if cv else "")),
         description="matflow train flow summary",

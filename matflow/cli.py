@@ -160,7 +160,13 @@ def featurize(
     inputs: list[str] = typer.Argument(..., help="Structure files, directories or glob patterns."),
     max_sites: int = MAX_SITES_OPTION,
     output: Path = typer.Option(..., "-o", "--output", help="Parquet feature table to write."),
-    preset: str = typer.Option("structure", "--preset", help="Featurizer preset name."),
+    preset: str = typer.Option(
+        "structure", "--preset",
+        # the names of matflow.featurize.PRESETS, written out: importing it (matminer) costs seconds
+        # on every command; tests/test_cli.py checks that the two agree
+        help="Featurizer preset: composition, structure, structure-full, chgnet-gamma, chgnet-embedding, "
+             "chgnet-supercell, structure-chgnet, structure-chgnet-emb or structure-chgnet-full "
+             "(README: Feature presets)."),
     n_jobs: int = typer.Option(1, "--n-jobs", "-j", help="Worker processes (0 = one per core)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
 ) -> None:
@@ -208,44 +214,66 @@ def train(
     targets: list[str] = typer.Option(None, "--targets", "-t", help="Target name(s) of the dataset "
                                       "(repeat or comma-separate; default: all)."),
     name: str = typer.Option(None, "--name", help="Registry name (default: the dataset name)."),
-    model_version: str = typer.Option("v1", "--model-version", help="Registry version folder."),
+    model_version: str = typer.Option(None, "--model-version", help="Registry version folder (default: the "
+                                      "next vN after the highest existing version of the name)."),
     config: str = typer.Option("default", "--config", help="Training configuration: default, ens10, ens10wide, "
-                                "quick, joint (see matflow.ml.train.CONFIGS)."),
+                                "quick, joint (see matflow.ml.train.CONFIGS); with --search, where it starts."),
     evaluate: bool = typer.Option(False, "--evaluate", help="Run the dataset's 5-fold CV first and put "
-                                  "the metrics in the model card."),
-    preset: str = typer.Option("structure", "--preset", help="Featurizer preset (structure-chgnet-full "
+                                  "the metrics in the model card (nested CV with --search)."),
+    search: bool = typer.Option(False, "--search", help="Choose the hyper-parameters and calibration by an "
+                                "evolutionary search scored by inner CV on the training rows, then refit."),
+    budget: int = typer.Option(None, "--budget", help="Candidate evaluations of --search (default 6)."),
+    preset: str = typer.Option("structure", "--preset", help="Featurizer preset: composition, structure, "
+                               "structure-full, chgnet-gamma, chgnet-embedding, chgnet-supercell, "
+                               "structure-chgnet, structure-chgnet-emb, structure-chgnet-full (the preset "
                                "for vibrational properties)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the fits, ensemble members and search."),
     n_jobs: int = typer.Option(1, "--n-jobs", "-j", help="Featurization / cross-NMI worker processes."),
+    n_threads: int = typer.Option(None, "--n-threads", help="Torch threads while training (default: torch's)."),
     limit: int = typer.Option(None, "--limit", help="Use only the first N rows (quick trials)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing name/version."),
 ) -> None:
-    """Featurize -> select features -> fit -> (evaluate) -> register a MODNet-style model."""
+    """Featurize -> select features -> fit (or --search) -> (evaluate) -> register a MODNet-style model.
+
+    Exit 1 when some dataset rows failed featurization (the model is still registered from the rest).
+    """
+    from matflow.featurize import PRESETS
     from matflow.ml.train import CONFIGS, DATASET_SPECS, run_training
 
     if dataset not in DATASET_SPECS:
-        console.print(f"[red]unknown dataset {dataset!r}[/red]; choose one of {', '.join(DATASET_SPECS)}")
-        raise typer.Exit(EXIT_USAGE)
+        raise usage_error(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_SPECS)}")
     if config not in CONFIGS:
-        console.print(f"[red]unknown config {config!r}[/red]; choose one of {', '.join(CONFIGS)}")
-        raise typer.Exit(EXIT_USAGE)
+        raise usage_error(f"unknown config {config!r}; choose one of {', '.join(CONFIGS)}")
+    if preset not in PRESETS:
+        raise usage_error(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     require(0 <= n_jobs <= 256, "--n-jobs", n_jobs, "must be between 0 (one per core) and 256")
+    require(n_threads is None or 1 <= n_threads <= 256, "--n-threads", n_threads, "must be between 1 and 256")
     require(limit is None or limit >= 1, "--limit", limit, "must be a positive number of rows")
+    require(budget is None or search, "--budget", budget, "needs --search")
+    require(budget is None or 1 <= budget <= 10_000, "--budget", budget, "must be between 1 and 10000")
     chosen = [t.strip() for item in (targets or []) for t in item.split(",") if t.strip()] or None
-    kept = "featurized rows are kept in the feature cache; nothing was registered; rerun to resume"
+    kept = ("featurized rows are kept in the feature cache" + (", finished search candidates in the search cache"
+            if search else "") + "; nothing was registered; rerun the same command to resume")
     with interruptible(lambda: kept):
         try:
             result = run_training(dataset, targets=chosen, preset=preset, config=config, name=name,
-                                  version=model_version, evaluate=evaluate, n_jobs=n_jobs, limit=limit,
-                                  overwrite=overwrite, log=lambda msg: console.print(msg, highlight=False))
+                                  version=model_version, evaluate=evaluate, search=search, budget=budget,
+                                  seed=seed, n_jobs=n_jobs, n_threads=n_threads, limit=limit,
+                                  overwrite=overwrite, progress=True,
+                                  log=lambda msg: console.print(msg, highlight=False))
         except ValueError as exc:
             raise usage_error(str(exc)) from None
     cv = result["metrics"].get("cv")
     if cv:
         typer.echo(f"CV MAE {cv['mae_mean']:.4g} ± {cv['mae_std']:.2g}, R2 {cv['r2_mean']:.3f}, "
                    f"90% interval coverage {cv['coverage_pooled']:.3f}")
+    if result["search"]:
+        chosen_params = ", ".join(f"{k}={v}" for k, v in result["search"]["best_params"].items())
+        typer.echo(f"search chose {chosen_params} (inner MAE {result['search']['inner_mae']:.4g})")
     typer.echo(f"registered {result['path']} ({result['n_train']} training rows, "
                f"{result['n_failed']} failed featurization)")
-    raise typer.Exit(EXIT_OK)
+    report_failures(result["failures"], "dataset row")
+    raise typer.Exit(EXIT_PARTIAL if result["n_failed"] else EXIT_OK)
 
 
 def _model_ref(ref: str) -> tuple[str, str]:
@@ -455,6 +483,32 @@ def phonons(
                    f"F_vib(300 K) = {r['F_300K_kJ_per_mol_atom']:.3f} kJ/mol-atom, "
                    f"min freq = {r['min_frequency_THz']:.2f} THz{flag}")
     _atomistic_exit(summary)
+
+
+@app.command()
+def models(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: {models_dir, models: [{name, latest, "
+                                 "versions: [...]}]}."),
+) -> None:
+    """List the registered models (MATFLOW_MODELS_DIR): per version its target and unit, featurizer
+    preset, whether it needs CHGNet, CV MAE ± std and pooled interval coverage, cold-predict time when
+    recorded, and which version 'latest' loads. Each version is loaded and checked; a broken one is
+    listed with the reason and the exit code is 1."""
+    from matflow.ml.catalog import catalog, catalog_json, catalog_table
+    from matflow.settings import get_settings
+
+    root = get_settings().models_dir
+    found = catalog(root)
+    if as_json:
+        import json
+
+        typer.echo(json.dumps({"models_dir": str(root), "models": catalog_json(found)}, indent=1))
+    elif found:
+        typer.echo(catalog_table(found))
+    else:
+        typer.echo(f"no registered models in {root}")
+    broken = any(v.status != "ok" for m in found for v in m.versions)
+    raise typer.Exit(EXIT_PARTIAL if broken else EXIT_OK)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,7 +28,7 @@ def test_featurize_all_good(tmp_path):
     result = runner.invoke(app, ["featurize", str(DATA / "good" / "NaCl.cif"), "-o", str(out),
                                  "--preset", "composition"])
     assert result.exit_code == 0, result.output
-    assert "wrote 1 featurized structure(s)" in result.output
+    assert result.stdout == f"wrote 1 featurized structure(s) x 176 features (0 failed) to {out}\n"
     assert len(pd.read_parquet(out)) == 1
 
 
@@ -60,4 +60,24 @@ def test_unknown_preset(tmp_path):
 def test_console_script_entry_point():
     proc = subprocess.run([sys.executable, "-m", "matflow.cli", "--version"], capture_output=True, text=True,
                           timeout=120)
-    assert proc.returncode == 0 and __version__ in proc.stdout
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"matflow {__version__}\n"
+
+
+def test_featurize_preset_help_lists_exactly_the_presets():
+    """The help text names the presets without importing them (matminer would slow every command);
+    this keeps the written-out list equal to matflow.featurize.PRESETS, in its order."""
+    import re
+
+    import typer
+
+    from matflow.featurize import PRESETS
+
+    command = typer.main.get_command(app).commands["featurize"]
+    (option,) = [p for p in command.params if p.name == "preset"]
+    listed = re.fullmatch(r"Featurizer preset: (.+) \(README: Feature presets\)\.", option.help).group(1)
+    assert re.split(r", | or ", listed) == list(PRESETS)
+    result = runner.invoke(app, ["featurize", "--help"])
+    assert result.exit_code == 0
+    shown = " ".join(re.sub("[│╭╮╰╯─]", " ", result.output).split())  # the help as one line, unboxed
+    assert f"--preset <str> {option.help} [default: structure]" in shown

@@ -53,11 +53,20 @@ def test_structure_preset_values(nacl, cache):
     assert not np.isinf(result.features().to_numpy()).any()
 
 
+def _yang_delta(radius_weights: dict[float, float]) -> float:
+    """Yang and Zhang's atomic size difference δ from {radius: amount}."""
+    total = sum(radius_weights.values())
+    mean = sum(r * w for r, w in radius_weights.items()) / total
+    return math.sqrt(sum(w / total * (1 - r / mean) ** 2 for r, w in radius_weights.items()))
+
+
 def test_alloy_descriptors_only_for_metals(cache):
     result = featurize_compositions(["CoCrFeNi", "NaCl"], cache=cache)
     table = result.table.set_index("source")
-    assert np.isfinite(table.loc["CoCrFeNi", "yang|Yang delta"])
-    assert table.loc["CoCrFeNi", "yang|Yang delta"] > 0
+    # Yang's δ = sqrt(Σ c_i (1 - r_i / r̄)²) with Miracle's radii Co 125, Cr 130, Fe 125, Ni 126 pm
+    assert table.loc["CoCrFeNi", "yang|Yang delta"] == pytest.approx(_yang_delta({125: 2, 130: 1, 126: 1}),
+                                                                     rel=1e-9)
+    assert _yang_delta({125: 2, 130: 1, 126: 1}) == pytest.approx(0.016297, abs=1e-6)
     assert math.isnan(table.loc["NaCl", "yang|Yang delta"])
     assert math.isnan(table.loc["NaCl", "miedema|Miedema_deltaH_inter"])
     assert np.isfinite(table.loc["NaCl", "magpie|MagpieData mean Number"])
@@ -153,7 +162,9 @@ def test_composition_preset_accepts_disorder(cache):
 def test_bad_compositions_are_listed(cache):
     result = featurize_compositions(["FeNi", "Xx2O", ""], cache=cache)
     assert result.n_ok == 1
-    assert len(result.failures) == 2
+    assert [f.source for f in result.failures] == ["Xx2O", ""]
+    assert result.failures[0].reason.startswith("invalid composition (unknown element symbol(s) Xx")
+    assert result.failures[1].reason.startswith("invalid composition (")
 
 
 def test_feature_cleaner_policy():
@@ -174,3 +185,8 @@ def test_presets_have_unique_labels():
 def test_composition_object_input(cache):
     result = featurize_compositions([Composition("Al0.5CoCrFeNi")], cache=cache)
     assert result.n_ok == 1
+    row = result.table.iloc[0]
+    assert row["stoichiometry|0-norm"] == 5
+    # fraction-weighted mean atomic number: (0.5 x 13 + 27 + 24 + 26 + 28) / 4.5
+    assert row["magpie|MagpieData mean Number"] == pytest.approx(111.5 / 4.5, rel=1e-12)
+    assert row["yang|Yang delta"] == pytest.approx(_yang_delta({141: 0.5, 125: 2, 130: 1, 126: 1}), rel=1e-9)

@@ -48,7 +48,8 @@ def test_msd_of_random_walk_recovers_diffusion_coefficient():
     d_true = sigma ** 2 / (2 * dt_fs / 1000.0)  # Å²/ps
     assert res.D_A2_per_ps == pytest.approx(d_true, rel=0.1)
     assert res.D_cm2_per_s == pytest.approx(res.D_A2_per_ps * 1e-4)
-    assert res.fit_start_fs > 0 and res.fit_end_fs > res.fit_start_fs
+    # the fit window: 20 % to 80 % of the 399 intervals of 10 fs, frames 79 and 319
+    assert (res.fit_start_fs, res.fit_end_fs) == (790.0, 3190.0)
 
 
 def test_equilibration_cut_finds_end_of_transient():

@@ -3,6 +3,7 @@ a run that blows up stops with a clear error and keeps its last good frame."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ase import units
 from ase.io import read
 
 from matflow.atomistic.md import MDBlowUpError, MDSettings, run_md
@@ -39,9 +41,17 @@ def test_each_ensemble_writes_every_frame(tmp_path, cu4, fast_calc, ensemble, ex
         assert f.get_stress().shape == (6,)
         assert np.isfinite(f.get_potential_energy())
         assert 0 < f.info["temperature_K"] < 3000
-        assert "pressure_GPa" in f.info
+        # pressure = virial part (-trace(stress) / 3) + ideal-gas part (2 E_kin / 3V), in GPa
+        ideal = 2 * f.info["kinetic_energy_eV"] / (3 * f.get_volume())
+        assert f.info["pressure_GPa"] == pytest.approx((-f.get_stress()[:3].mean() + ideal) / units.GPa, abs=1e-6)
+        # degrees of freedom as ASE counts them: the Langevin run's FixCom constraint removes 3
+        n_dof = 3 * len(f) - (3 if extra.get("thermostat") == "langevin" else 0)
+        assert f.info["temperature_K"] == pytest.approx(2 * f.info["kinetic_energy_eV"] / (n_dof * units.kB),
+                                                        rel=1e-9)
     assert res.timestep_fs == 2.0
-    assert (tmp_path / "result.json").exists()
+    stored = json.loads((tmp_path / "result.json").read_text())
+    assert (stored["n_steps"], stored["n_frames"], stored["settings"]["ensemble"]) == (12, 7, ensemble)
+    assert stored["mean_temperature_K"] == pytest.approx(np.mean([f.info["temperature_K"] for f in frames]))
 
 
 def test_nve_conserves_energy(tmp_path, cu4, fast_calc):

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from ase import units
 from ase.calculators.calculator import Calculator, all_changes
 from ase.io import read
 
@@ -77,8 +78,19 @@ def test_collapsing_atoms_stop_the_run_with_the_reason_and_keep_the_frames(tmp_p
         run_md(cu4, tmp_path, s, calculator=_Spring(0.1))
     assert "last good frame" in str(err.value)
     frames = read(tmp_path / "trajectory.extxyz", ":")
-    assert len(frames) > 5
     assert [f.info["step"] for f in frames] == list(range(0, 5 * len(frames), 5))
+    # the pair's separation is a 3-D harmonic oscillator, x(t) = x0 cos ωt + (u0 / ω) sin ωt with
+    # ω = sqrt(2k / m): the run must stop at the first checked frame (every 5 steps) after |x| < 1.32 Å
+    first = frames[0]
+    velocities = first.get_momenta() / first.get_masses()[:, None]
+    x0, u0 = first.positions[1] - first.positions[0], velocities[1] - velocities[0]
+    omega = math.sqrt(2 * 0.1 / first.get_masses()[0])
+    t = np.arange(0.0, 600.0, 0.01) * units.fs
+    separation = np.linalg.norm(np.outer(np.cos(omega * t), x0) + np.outer(np.sin(omega * t), u0 / omega), axis=1)
+    crossing_step = t[np.argmax(separation < 1.32)] / units.fs / 2.0
+    last_good = frames[-1].info["step"]
+    assert last_good < crossing_step <= last_good + 5, (last_good, crossing_step)
+    assert str(err.value).count(f"stopped at step {last_good + 5}:") == 1
     assert all(closest_contact(f) is None for f in frames)
     assert read(tmp_path / "last_good_frame.extxyz").info["step"] == frames[-1].info["step"]
     assert not (tmp_path / "result.json").exists()

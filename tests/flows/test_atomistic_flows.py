@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+import pytest
 from pymatgen.core import Lattice, Structure
 
 
@@ -63,4 +65,7 @@ def test_phonons_and_label_flows(tmp_path):
     assert 0.8 * 3 * 8.314 < cv < 3 * 8.314  # Cu at 300 K is close to, and below, Dulong-Petit
     labels = label_vib_thermo(inputs=[str(cif)], output=str(tmp_path / "labels.parquet"),
                               temperatures_K=[100.0, 300.0], supercell_min_length_A=6.0, relax=False)
-    assert labels["n_ok"] == 1 and labels["n_rows"] >= 2
+    assert labels["n_ok"] == 1 and labels["n_rows"] == 2  # one structure x two temperatures
+    table = pd.read_parquet(labels["output"])
+    assert list(table["temperature_K"]) == [100.0, 300.0]
+    assert table["Cv_J_per_K_mol_atom"].iloc[1] == pytest.approx(cv, rel=1e-6)  # same phonons as above

@@ -120,5 +120,83 @@ def test_train_cli(use_models):
     assert res.exit_code == EXIT_OK, res.output
     assert (use_models / "cli_model" / "v1" / "manifest.json").is_file()
     res = runner.invoke(app, ["train", "--dataset", "alexandria_cv300", "--limit", "40", "--preset", "composition",
-                              "--config", "quick", "--name", "cli_model"])
+                              "--config", "quick", "--name", "cli_model", "--model-version", "v1"])
     assert res.exit_code == EXIT_USAGE and "already exists" in res.stderr
+    assert "featurized" not in res.stderr  # refused before any featurization
+
+
+def _train(*extra: str):
+    return runner.invoke(app, ["train", "--dataset", "alexandria_cv300", "--limit", "40", "--preset", "composition",
+                               "--config", "quick", *extra])
+
+
+def _weights_sha(root: Path, name: str, version: str) -> str:
+    return json.loads((root / name / version / "manifest.json").read_text())["weights"]["sha256"]
+
+
+def test_train_cli_picks_the_next_free_version_and_seed_decides_the_weights(use_models):
+    res = _train("--name", "seeded", "--seed", "3")
+    assert res.exit_code == EXIT_OK, res.output
+    assert "seeded/v1" in res.stdout
+    assert "featurized 40 rows" in res.stderr and "cross-NMI" in res.stderr and "fitted in" in res.stderr
+    res = _train("--name", "seeded", "--seed", "3", "--n-threads", "1")
+    assert res.exit_code == EXIT_OK and "seeded/v2" in res.stdout
+    (use_models / "seeded" / "v7").mkdir()
+    (use_models / "seeded" / "v7" / "notes.txt").write_text("kept by hand")
+    res = _train("--name", "seeded", "--seed", "4")
+    assert res.exit_code == EXIT_OK and "seeded/v8" in res.stdout
+    same = _weights_sha(use_models, "seeded", "v1") == _weights_sha(use_models, "seeded", "v2")
+    assert same and _weights_sha(use_models, "seeded", "v8") != _weights_sha(use_models, "seeded", "v1")
+    assert json.loads((use_models / "seeded" / "v8" / "manifest.json").read_text())["estimator"]["params"][
+        "random_state"] == 4
+
+
+def test_train_cli_exits_1_and_lists_rows_that_failed_featurization(use_models, monkeypatch):
+    from dataclasses import replace
+
+    from pymatgen.core import Lattice, Structure
+
+    spec = pipeline.DATASET_SPECS["alexandria_cv300"]
+
+    def loader():
+        frame = spec.loader()
+        frame.at[5, "structure"] = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.01, 0, 0]])
+        return frame
+
+    monkeypatch.setitem(pipeline.DATASET_SPECS, "alexandria_cv300", replace(spec, loader=loader))
+    res = _train("--name", "partial")
+    assert res.exit_code == EXIT_PARTIAL, res.output
+    assert "registered" in res.stdout and "(39 training rows, 1 failed featurization)" in res.stdout
+    assert "failed alexandria_cv300[5]:" in res.stderr and "1 dataset row(s) failed" in res.stderr
+    assert load("partial", root=use_models).manifest["training_data"]["n_rows"] == 39
+
+
+def test_train_cli_usage_errors_are_one_line():
+    from matflow.featurize import PRESETS
+
+    help_text = " ".join(runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).stdout.split())
+    assert all(p in help_text for p in PRESETS)
+    for args, message in [(["--preset", "nope"], "unknown preset 'nope'"),
+                          (["--budget", "2"], "--budget 2: needs --search"),
+                          (["--search", "--budget", "0"], "--budget 0: must be between"),
+                          (["--n-threads", "0"], "--n-threads 0"),
+                          (["--config", "huge"], "unknown config 'huge'")]:
+        res = runner.invoke(app, ["train", "--dataset", "alexandria_cv300", *args])
+        assert res.exit_code == EXIT_USAGE and message in res.stderr, (args, res.output)
+        assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_train_cli_search_end_to_end(use_models):
+    res = runner.invoke(app, ["train", "--dataset", "alexandria_cv300", "--limit", "60", "--preset", "composition",
+                              "--config", "quick", "--search", "--budget", "2", "--name", "searched"])
+    assert res.exit_code == EXIT_OK, res.output
+    assert "search chose" in res.stdout and res.stderr.count("search ") >= 2
+    manifest = json.loads((use_models / "searched" / "v1" / "manifest.json").read_text())
+    search = manifest["search"]
+    assert search["budget"] == 2 and search["n_evaluations"] == 2 and search["n_rows"] == 60
+    params = manifest["estimator"]["params"]
+    for key, value in search["best_params"].items():
+        assert params[key] == value
+    assert params["epochs"] == pipeline.CONFIGS["quick"]["epochs"]  # the refit uses the full settings
+    model = load("searched", root=use_models)
+    assert model.manifest["uncertainty"]["calibration"] in ("cross", "split")

@@ -116,8 +116,13 @@ def test_predict_files_marks_training_structures_with_their_label(tmp_path, alex
     assert not new.in_training_data and math.isnan(new.training_label) and new.training_match == ""
 
     lines = membership_lines(rows, model)
-    assert any("NaF" in line and "matched by structure hash" in line for line in lines)
-    assert lines[-1].endswith("the other 1 of 4 predicted structures are not in its training data")
+    ref = f"alexandria_cv300@{model.version}"
+    naf = by_file["naf.json"]
+    assert naf.formula == "NaF"
+    assert len(lines) == 4  # the three training structures, then the rest
+    assert (f"{ref}: NaF ({naf.source}) is in its training data (alexandria_cv300, matched by structure hash): "
+            f"cv_300K training label {naf.training_label:.4g} {naf.unit}, predicted {naf.value:.4g}") in lines
+    assert lines[-1] == f"{ref}: the other 1 of 4 predicted structures are not in its training data"
 
 
 def test_cli_table_says_which_structure_is_training_data(tmp_path, alexandria, monkeypatch):

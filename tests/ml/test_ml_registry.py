@@ -49,7 +49,7 @@ def test_round_trip_gives_identical_predictions(fitted, tmp_path):
     assert [t["unit"] for t in manifest["targets"]] == ["eV", "K"]
     assert len(manifest["selected_features"]) == 4
     assert manifest["training_data"]["sha256_16"] == data_hash(X, y)
-    assert "torch" in manifest["package_versions"]
+    assert manifest["package_versions"]["torch"] == torch.__version__
     card = (folder / "README.md").read_text()
     assert "mae_mean = 0.1" in card and manifest["selected_features"][0]["name"] in card
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -30,8 +31,17 @@ def test_shipped_model_predicts_nacl(spec, low, high, calibration, monkeypatch):
     name, _, version = spec.partition("@")
     model = load(name, version or "latest", root=PROJECT_ROOT / "models")
     assert model.manifest["uncertainty"].get("calibration") == calibration
-    assert model.manifest["metrics"]["cv"]["mae_mean"] > 0  # the card carries the benchmark figures
-    assert "MAE" in (model.path / "README.md").read_text() or "mae_mean" in (model.path / "README.md").read_text()
+    metrics = model.manifest["metrics"]
+    cv, folds = metrics["cv"], np.array(metrics["cv_per_fold_mae"])
+    # the summary is the five folds' (rounded to 4 decimals): mean and population std
+    assert len(folds) == 5
+    assert cv["mae_mean"] == pytest.approx(folds.mean(), abs=1e-4)
+    assert cv["mae_std"] == pytest.approx(folds.std(), abs=1e-4)
+    if "cv_per_fold_coverage" in metrics:  # equal fold sizes: pooled coverage = mean of the folds'
+        assert cv["coverage_pooled"] == pytest.approx(np.mean(metrics["cv_per_fold_coverage"]), abs=1e-4)
+    assert 0.87 <= cv["coverage_pooled"] <= 0.93  # the band the README promises for 90 % intervals
+    card = (model.path / "README.md").read_text()
+    assert f"mae_mean = {cv['mae_mean']:.4g}, mae_std = {cv['mae_std']:.4g}" in card
     monkeypatch.setenv("MATFLOW_MODELS_DIR", str(PROJECT_ROOT / "models"))
     res = runner.invoke(app, ["predict", spec, str(DATA / "good" / "NaCl.cif"), "--format", "json"])
     assert res.exit_code == EXIT_OK, res.output

@@ -1,0 +1,136 @@
+"""``matflow models``: the registered models with their targets, presets, CV metrics and the version
+``latest`` loads, on the shipped registry and on a copy holding a broken version."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from matflow.cli import EXIT_OK, EXIT_PARTIAL, app
+from matflow.ml.catalog import COLUMNS
+from matflow.ml.registry import load
+from matflow.settings import PROJECT_ROOT
+
+SHIPPED = PROJECT_ROOT / "models"
+runner = CliRunner()
+
+
+def _manifest(name: str, version: str, root=SHIPPED) -> dict:
+    return json.loads((root / name / version / "manifest.json").read_text())
+
+
+def _table_rows(stdout: str) -> tuple[list[str], dict[tuple[str, str], list[str]], list[str]]:
+    """Header cells, rows keyed by (model, version), and the note lines after the blank line."""
+    table, _, notes = stdout.partition("\n\n")
+    lines = table.splitlines()
+    starts = [lines[0].index(col) for col in COLUMNS]
+    cells = [[line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)] for line in lines]
+    return cells[0], {(c[0], c[1]): c for c in cells[1:]}, notes.strip().splitlines()
+
+
+def test_shipped_registry_table(monkeypatch):
+    monkeypatch.setenv("MATFLOW_MODELS_DIR", str(SHIPPED))
+    res = runner.invoke(app, ["models"])
+    assert res.exit_code == EXIT_OK, res.output
+    header, rows, notes = _table_rows(res.stdout)
+    assert header == list(COLUMNS)
+    assert {("matbench_phonons", v) for v in ("v1", "v2", "v4", "v5", "v6")} | \
+        {("alexandria_cv300", v) for v in ("v1", "v2")} <= set(rows)
+    for (name, version), row in rows.items():
+        manifest = _manifest(name, version)
+        target = manifest["targets"][0]
+        cv = manifest["metrics"]["cv"]
+        assert row[2] == "ok"
+        assert row[3] == f"{target['name']} ({target['unit']})"
+        assert row[4] == manifest["featurizer"]["preset"]
+        assert row[5] == ("yes" if "chgnet" in manifest["featurizer"]["preset"] else "no")
+        assert row[6].endswith(f" {target['unit']}") and " ± " in row[6]
+        mean, std = (float(x) for x in row[6][: -len(target["unit"]) - 1].split(" ± "))
+        assert mean == pytest.approx(cv["mae_mean"], rel=2e-3) and std == pytest.approx(cv["mae_std"], rel=5e-3)
+        assert row[7] == f"{cv['coverage_pooled']:.3f} of 90%"
+        assert row[8] == "—"  # no shipped manifest records a cold-predict time
+    # the figures the README quotes, as the table prints them
+    assert rows[("matbench_phonons", "v6")][6] == "36.05 ± 2.61 cm^-1"
+    assert rows[("matbench_phonons", "v5")][5:8] == ["yes", "32.399 ± 0.804 cm^-1", "0.911 of 90%"]
+    assert rows[("alexandria_cv300", "v2")][6] == "0.2900 ± 0.0273 J K^-1 mol^-1 (per atom)"
+    for name in ("matbench_phonons", "alexandria_cv300"):
+        latest = load(name, root=SHIPPED).version
+        assert [v for (n, v), row in rows.items() if n == name and row[9] == "<- latest"] == [latest]
+        assert f"{name}: latest = {latest}" in notes
+    assert rows[("matbench_phonons", "v6")][9] == "<- latest"
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """matbench_phonons v2 and v6 copied, v6 given a recorded cold-predict time, and v7: a copy of v6
+    whose manifest has a number where the target unit belongs."""
+    root = tmp_path / "models"
+    for version in ("v2", "v6", "v7"):
+        shutil.copytree(SHIPPED / "matbench_phonons" / ("v6" if version == "v7" else version),
+                        root / "matbench_phonons" / version)
+    v6 = _manifest("matbench_phonons", "v6", root)
+    v6["metrics"]["cold_predict_s"] = {"NaCl": 7.1, "Si3N4": 6.1, "Li7BiO6": 6.2}
+    (root / "matbench_phonons" / "v6" / "manifest.json").write_text(json.dumps(v6))
+    v7 = _manifest("matbench_phonons", "v7", root)
+    v7["version"] = "v7"
+    v7["targets"][0]["unit"] = 5
+    (root / "matbench_phonons" / "v7" / "manifest.json").write_text(json.dumps(v7))
+    return root
+
+
+@pytest.mark.filterwarnings("ignore::matflow.ml.registry.SkippedVersionWarning")
+def test_broken_version_is_listed_with_its_reason(registry, monkeypatch):
+    monkeypatch.setenv("MATFLOW_MODELS_DIR", str(registry))
+    reason = "manifest field 'targets.0.unit': expected a string, got 5"
+
+    res = runner.invoke(app, ["models", "--json"])
+    assert res.exit_code == EXIT_PARTIAL, res.output
+    listing = json.loads(res.stdout)
+    assert listing["models_dir"] == str(registry)
+    (model,) = listing["models"]
+    assert model["name"] == "matbench_phonons"
+    assert model["latest"] == "v6" == load("matbench_phonons", root=registry).version
+    by_version = {v["version"]: v for v in model["versions"]}
+    assert list(by_version) == ["v2", "v6", "v7"]
+    assert by_version["v7"]["status"] == "broken" and by_version["v7"]["reason"] == reason
+    assert by_version["v7"]["latest"] is False and by_version["v7"]["preset"] is None
+    v6 = by_version["v6"]
+    assert (v6["status"], v6["latest"], v6["preset"], v6["needs_chgnet"]) == ("ok", True, "structure", False)
+    assert v6["targets"] == [{"name": "last_phdos_peak", "unit": "cm^-1", "n_outputs": 1}]
+    cv = _manifest("matbench_phonons", "v6", SHIPPED)["metrics"]["cv"]
+    assert (v6["cv_mae_mean"], v6["cv_mae_std"], v6["cv_coverage_pooled"]) == \
+        (cv["mae_mean"], cv["mae_std"], cv["coverage_pooled"])
+    assert v6["cold_predict_s"] == {"NaCl": 7.1, "Si3N4": 6.1, "Li7BiO6": 6.2}
+    assert by_version["v2"]["cold_predict_s"] is None and by_version["v2"]["latest"] is False
+
+    res = runner.invoke(app, ["models"])
+    assert res.exit_code == EXIT_PARTIAL, res.output
+    _, rows, notes = _table_rows(res.stdout)
+    assert rows[("matbench_phonons", "v7")][2:] == ["broken", "—", "—", "—", "—", "—", "—", ""]
+    assert rows[("matbench_phonons", "v6")][8:] == ["6.1–7.1 s", "<- latest"]
+    assert notes == [f"matbench_phonons@v7 is broken: {reason}", "matbench_phonons: latest = v6"]
+
+
+def test_every_version_broken_and_empty_registry(registry, tmp_path, monkeypatch):
+    shutil.rmtree(registry / "matbench_phonons" / "v2")
+    weights = registry / "matbench_phonons" / "v6" / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    monkeypatch.setenv("MATFLOW_MODELS_DIR", str(registry))
+    res = runner.invoke(app, ["models"])
+    assert res.exit_code == EXIT_PARTIAL, res.output
+    _, rows, notes = _table_rows(res.stdout)
+    assert [row[2] for row in rows.values()] == ["broken", "broken"]
+    assert notes[0].startswith("matbench_phonons@v6 is broken: weights file weights.safetensors does not "
+                               "match the manifest's sha256 (1000 bytes")
+    assert notes[-1] == "matbench_phonons: no version loads"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("MATFLOW_MODELS_DIR", str(empty))
+    res = runner.invoke(app, ["models"])
+    assert res.exit_code == EXIT_OK and res.stdout.strip() == f"no registered models in {empty}"
+    res = runner.invoke(app, ["models", "--json"])
+    assert json.loads(res.stdout) == {"models_dir": str(empty), "models": []}
