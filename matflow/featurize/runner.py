@@ -512,6 +512,26 @@ class FeatureCleaner(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features=None):
         return self.feature_names_in_[self.keep_]
 
+    @classmethod
+    def from_medians(cls, medians, feature_names=None) -> FeatureCleaner:
+        """A fitted cleaner that keeps every column and fills NaN/inf with the given training medians.
+
+        What a saved model needs at prediction time: the medians of the columns it uses, nothing else.
+        """
+        medians = np.asarray(medians, dtype=float).ravel()
+        cleaner = cls()
+        cleaner.medians_ = medians
+        cleaner.keep_ = np.ones(medians.size, dtype=bool)
+        cleaner.n_features_in_ = medians.size
+        names = range(medians.size) if feature_names is None else feature_names
+        cleaner.feature_names_in_ = np.asarray(list(names), dtype=object)
+        return cleaner
+
+    def restrict(self, columns) -> FeatureCleaner:
+        """The fitted cleaner of ``X[:, columns]``: those columns' medians, every one kept."""
+        columns = np.asarray(columns, dtype=int)
+        return type(self).from_medians(self.medians_[columns], self.feature_names_in_[columns])
+
 
 def featurize_dataset(
     name: str,

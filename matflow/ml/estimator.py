@@ -1,11 +1,13 @@
 """``MODNetRegressor``: NMI selection + joint-learning torch network + ensemble/conformal uncertainty.
 
-A scikit-learn regressor on a feature matrix (NaN allowed: imputed with training medians). ``y`` may be
+A scikit-learn regressor on a feature matrix (NaN and inf allowed: ``matflow.featurize.FeatureCleaner``,
+fitted on the training rows, drops all-NaN and constant columns and fills the rest with training
+medians, the same policy as the feature tables). ``y`` may be
 1-D (one property), or 2-D: by default all columns are sub-targets of one property (a temperature
 function learned as one multi-output head); ``targets`` splits the columns into several properties
 and target groups for joint learning, with ``loss_weights`` per property.
 
-Fit: impute -> select ``n_features`` by NMI relevance/redundancy -> min-max scale features, standardise
+Fit: clean -> select ``n_features`` by NMI relevance/redundancy -> min-max scale features, standardise
 targets -> train ``n_estimators`` networks and calibrate their intervals, in one of two ways:
 
 - ``calibration="cross"`` (default): the rows are dealt into ``cv_folds`` folds (default: one per member);
@@ -13,6 +15,14 @@ targets -> train ``n_estimators`` networks and calibrate their intervals, in one
   members that skipped a fold predict it, so every row calibrates (see ``uncertainty``);
 - ``calibration="split"``: ``calib_fraction`` rows are held out of every member; members train on
   bootstrap resamples of the rest, early-stopped on their out-of-bag rows; the held-out rows calibrate.
+
+With cross calibration and ``widening=True`` (default) the half-width also grows with the distance to the
+training data: the training rows are split into ``widening_groups`` groups (k-means clusters of the
+scaled selected features, or the ``groups`` given to ``fit``, e.g. chemical systems), one extra network
+per group is trained without it, and a monotone factor w(d) >= 1 of the AD distance d is calibrated on
+these out-of-group residuals together with the ordinary out-of-fold ones (``uncertainty.DistanceWidening``).
+The extra networks are discarded after calibration; they cost ``widening_groups`` more trainings. Farther
+from the training data than any calibration row, no interval is given: NaN bounds, ``interval_ok`` False.
 Predictions are computed in float64 so a row's value does not depend on the batch it is in.
 """
 
@@ -24,12 +34,23 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from scipy.spatial import cKDTree
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.cluster import KMeans
+from sklearn.model_selection import GroupKFold
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from matflow.featurize.runner import FeatureCleaner
 from matflow.ml.network import JointNet, TargetSpec, train_network
 from matflow.ml.selection import NMIFeatureSelector
-from matflow.ml.uncertainty import ApplicabilityDomain, ConformalCalibrator, CrossConformal
+from matflow.ml.uncertainty import (
+    NO_INTERVAL_NOTE,
+    ApplicabilityDomain,
+    ConformalCalibrator,
+    CrossConformal,
+    DistanceWidening,
+    knn_difficulty,
+)
 
 __all__ = ["MODNetRegressor", "Prediction"]
 
@@ -38,7 +59,11 @@ _GAUSS_Z = {0.5: 0.674, 0.8: 1.282, 0.9: 1.645, 0.95: 1.960, 0.99: 2.576}
 
 @dataclass
 class Prediction:
-    """Per-structure predictions: arrays of shape (n,) for one output, (n, m) for m outputs."""
+    """Per-structure predictions: arrays of shape (n,) for one output, (n, m) for m outputs.
+
+    ``interval_ok`` (n,): False where the input is farther from the training data than any row the
+    distance widening was calibrated on; there ``lower``/``upper`` are NaN (see ``interval_note``).
+    """
 
     mean: np.ndarray
     std: np.ndarray
@@ -48,6 +73,13 @@ class Prediction:
     distance: np.ndarray
     coverage: float
     calibrated: bool
+    interval_ok: np.ndarray | bool = True
+
+    @property
+    def interval_note(self) -> np.ndarray:
+        """Per row: "" or why no interval is given."""
+        ok = np.broadcast_to(np.asarray(self.interval_ok, dtype=bool), np.shape(self.distance))
+        return np.where(ok, "", NO_INTERVAL_NOTE)
 
 
 class MODNetRegressor(RegressorMixin, BaseEstimator):
@@ -66,6 +98,9 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
       ``min_calibration`` calibration rows, intervals fall back to ensemble std times the Gaussian
       quantile and ``calibrated`` is False.
       cross_nmi: optional precomputed feature-feature NMI DataFrame (by feature name).
+      widening: calibrate how the cross-conformal half-width widens with distance to the training data
+      (module docstring); False gives the intervals of earlier versions. widening_groups: number of
+      grouped splits it is calibrated on (k-means clusters, or ``fit``'s ``groups`` dealt into this many).
     """
 
     def __init__(self, n_features: int | None = 64,
@@ -77,7 +112,8 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
                  calib_neighbors: int = 100,
                  min_calibration: int = 20, cross_nmi: pd.DataFrame | None = None,
                  min_nmi: float | str = "auto", ad_neighbors: int = 5, ad_quantile: float = 0.95,
-                 target_transform: str = "none", random_state: int = 0, n_threads: int | None = None):
+                 target_transform: str = "none", random_state: int = 0, n_threads: int | None = None,
+                 widening: bool = True, widening_groups: int = 5):
         self.n_features = n_features
         self.widths = widths
         self.activation = activation
@@ -105,6 +141,8 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         self.target_transform = target_transform
         self.random_state = random_state
         self.n_threads = n_threads
+        self.widening = widening
+        self.widening_groups = widening_groups
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -123,12 +161,18 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"targets describe {sum(s.n_outputs for s in specs)} columns, y has {n_cols}")
         return specs
 
-    def fit(self, X, y):
+    def fit(self, X, y, groups=None):
+        """Fit on features ``X`` and targets ``y``; ``groups`` (optional, one label per row, e.g. the
+        chemical system) define the grouped splits the distance widening is calibrated on."""
         names = (np.asarray(X.columns, dtype=object).astype(str) if isinstance(X, pd.DataFrame) else None)
-        X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", multi_output=True, y_numeric=True,
+        X, y = validate_data(self, X, y, ensure_all_finite=False, multi_output=True, y_numeric=True,
                              dtype=np.float64)
         if len(X) < 2:
             raise ValueError(f"MODNetRegressor needs at least 2 samples (got {len(X)} sample)")
+        if groups is not None:
+            groups = np.asarray(groups)
+            if len(groups) != len(X):
+                raise ValueError(f"groups has {len(groups)} labels for {len(X)} rows")
         Y = np.asarray(y, dtype=np.float64)
         self._y_ndim = Y.ndim
         Y = Y[:, None] if Y.ndim == 1 else Y
@@ -148,34 +192,33 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         if self.n_threads:
             torch.set_num_threads(int(self.n_threads))
         try:
-            self._fit(X, Y, all_names)
+            self._fit(X, Y, all_names, groups)
         finally:
             torch.set_num_threads(threads)
         return self
 
-    def _fit(self, X: np.ndarray, Y: np.ndarray, all_names: np.ndarray) -> None:
+    def _fit(self, X: np.ndarray, Y: np.ndarray, all_names: np.ndarray, groups: np.ndarray | None) -> None:
         rng = np.random.default_rng(self.random_state)
-        with np.errstate(all="ignore"):
-            med = np.nanmedian(np.where(np.isnan(X).all(axis=0), 0.0, X), axis=0)
-        Xi = np.where(np.isnan(X), med, X)
-        varying = np.flatnonzero(np.ptp(Xi, axis=0) > 0)
-        if varying.size == 0:
+        cleaner = FeatureCleaner().fit(X)
+        varying = np.flatnonzero(cleaner.keep_)
+        if varying.size == 0:  # nothing varies: keep one column (0 where it has no value at all)
             varying = np.arange(min(1, X.shape[1]))
+        kept = FeatureCleaner.from_medians(np.nan_to_num(cleaner.medians_[varying]), all_names[varying])
+        Xv = kept.transform(X[:, varying])
         if self.n_features is None or self.n_features >= varying.size:
-            selected = varying
+            chosen = np.arange(varying.size)
             self.relevance_ = None
         else:
             relevance_cols = self._relevance_columns(Y)
             selector = NMIFeatureSelector(n_features=self.n_features, min_nmi=self.min_nmi,
                                           cross_nmi=self.cross_nmi, random_state=self.random_state)
-            frame = pd.DataFrame(Xi[:, varying], columns=all_names[varying])
-            selector.fit(frame, Y[:, relevance_cols])
-            selected = varying[selector.selected_]
+            selector.fit(pd.DataFrame(Xv, columns=all_names[varying]), Y[:, relevance_cols])
+            chosen = np.asarray(selector.selected_, dtype=int)
             self.relevance_ = selector.relevance_.max(axis=0)[selector.selected_]
-        self.selected_idx_ = np.asarray(selected, dtype=int)
+        self.selected_idx_ = np.asarray(varying[chosen], dtype=int)
         self.selected_names_ = [str(n) for n in all_names[self.selected_idx_]]
-        self.medians_ = med[self.selected_idx_]
-        Xs = Xi[:, self.selected_idx_]
+        self.cleaner_ = kept.restrict(chosen)  # cleans X[:, selected_idx_] at prediction time
+        Xs = Xv[:, chosen]
         self.x_min_ = Xs.min(axis=0)
         span = Xs.max(axis=0) - self.x_min_
         self.x_scale_ = np.where(span > 0, span, 1.0)
@@ -189,20 +232,75 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         self.domain_ = ApplicabilityDomain(self.ad_neighbors, self.ad_quantile).fit(Xn)
         # the method in effect: one member cannot be cross-fitted
         self.calibration_ = "cross" if self.calibration == "cross" and int(self.n_estimators) >= 2 else "split"
+        self.widening_ = None
         if self.calibration_ == "cross":
             self._fit_cross(Xn, Yn, Yt, rng)
+            if self.widening and self.calibrated_:
+                self._fit_widening(Xn, Yn, Yt, groups)
         else:
             self._fit_split(Xn, Yn, Yt, rng)
 
-    def _train_member(self, Xn: np.ndarray, Yn: np.ndarray, train: np.ndarray, val: np.ndarray,
-                      seed: int) -> None:
+    def _train_net(self, Xn: np.ndarray, Yn: np.ndarray, train: np.ndarray, val: np.ndarray,
+                   seed: int) -> tuple[JointNet, dict]:
         net = JointNet(Xn.shape[1], self.target_specs_, self.widths, self.activation, self.dropout, seed=seed)
         info = train_network(net, Xn[train], Yn[train], X_val=Xn[val], Y_val=Yn[val],
                              loss_weights=self.loss_weights, lr=self.lr, batch_size=self.batch_size,
                              epochs=self.epochs, patience=self.patience,
                              weight_decay=self.weight_decay, loss=self.loss, seed=seed)
-        self.nets_.append(net.double().eval())
-        self.train_info_.append({"best_epoch": info.best_epoch, "n_epochs": info.n_epochs})
+        return net.double().eval(), {"best_epoch": info.best_epoch, "n_epochs": info.n_epochs}
+
+    def _train_member(self, Xn: np.ndarray, Yn: np.ndarray, train: np.ndarray, val: np.ndarray,
+                      seed: int) -> None:
+        net, info = self._train_net(Xn, Yn, train, val, seed)
+        self.nets_.append(net)
+        self.train_info_.append(info)
+
+    def _widening_split(self, Xn: np.ndarray, groups: np.ndarray | None) -> np.ndarray | None:
+        """Grouped split of the training rows (split index per row), or None when it cannot be made."""
+        n_splits = int(self.widening_groups)
+        if groups is not None:
+            labels = np.unique(groups.astype(str), return_inverse=True)[1]
+        else:  # twice as many clusters as splits, dealt by GroupKFold so the splits have similar sizes
+            n_clusters = max(1, min(2 * n_splits, len(np.unique(Xn, axis=0))))
+            labels = KMeans(n_clusters, n_init=4, random_state=int(self.random_state)).fit_predict(Xn)
+        n_splits = min(n_splits, len(np.unique(labels)))
+        if n_splits < 2:
+            return None
+        split = np.empty(len(Xn), dtype=int)
+        for s, (_, held) in enumerate(GroupKFold(n_splits).split(Xn, groups=labels)):
+            split[held] = s
+        return split
+
+    def _fit_widening(self, Xn: np.ndarray, Yn: np.ndarray, Yt: np.ndarray, groups: np.ndarray | None) -> None:
+        """Calibrate w(d) on out-of-fold rows (near the data) and out-of-group rows (farther away)."""
+        split = self._widening_split(Xn, groups)
+        if split is None:
+            return
+        cal, Xd, n = self.calibrator_, self.domain_.X_, len(Xn)
+        # scores in units of the unwidened q sigma: out-of-fold rows give a 90 % quantile of ~1 by construction
+        sigma = knn_difficulty(self.domain_.tree, cal.residuals_, Xd, cal.n_neighbors,
+                               exclude=np.arange(n)) + cal.eps_
+        score_fold = cal.residuals_ / (cal.quantile_ * sigma)
+        dist_fold, dist_group = np.empty(n), np.empty(n)
+        score_group = np.empty_like(score_fold)
+        for f in np.unique(self.cv_fold_):
+            held = self.cv_fold_ == f
+            dist_fold[held] = _mean_knn_distance(Xd[~held], Xd[held], self.ad_neighbors)
+        for s in np.unique(split):
+            held, rest = split == s, np.flatnonzero(split != s)
+            seed = int(self.random_state) * 1000 + 500 + int(s)
+            rest = np.random.default_rng(seed).permutation(rest)
+            n_val = int(round(self.val_fraction * rest.size)) if rest.size >= 10 else 0
+            net, _ = self._train_net(Xn, Yn, np.sort(rest[n_val:]), np.sort(rest[:n_val]), seed)
+            residual = np.abs(Yt[held] - self._member_predict(net, Xn[held]))
+            tree = cKDTree(Xd[rest])
+            # sigma as a new input would get it: from the residuals of the rows outside the group only
+            sigma_held = knn_difficulty(tree, cal.residuals_[rest], Xd[held], cal.n_neighbors) + cal.eps_
+            score_group[held] = residual / (cal.quantile_ * sigma_held)
+            dist_group[held] = _mean_knn_distance(Xd[rest], Xd[held], self.ad_neighbors, tree)
+        self.widening_split_ = split
+        self.widening_ = DistanceWidening(self.coverage).fit(np.concatenate([dist_fold, dist_group]),
+                                                             np.concatenate([score_fold, score_group]))
 
     def _fit_cross(self, Xn: np.ndarray, Yn: np.ndarray, Yt: np.ndarray, rng: np.random.Generator) -> None:
         n, n_members = len(Xn), int(self.n_estimators)
@@ -276,10 +374,8 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
 
     def _prepare(self, X) -> np.ndarray:
         check_is_fitted(self, "nets_")
-        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
-        Xs = X[:, self.selected_idx_]
-        Xs = np.where(np.isnan(Xs), self.medians_, Xs)
-        return self._scale(Xs)
+        X = validate_data(self, X, reset=False, ensure_all_finite=False, dtype=np.float64)
+        return self._scale(self.cleaner_.transform(X[:, self.selected_idx_]))
 
     def _forward(self, Y: np.ndarray) -> np.ndarray:
         """Targets in the space the networks learn (log for positive, skewed targets)."""
@@ -316,15 +412,21 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         preds = self._members(Xn)
         mean_t, std_t = preds.mean(axis=0), preds.std(axis=0)
         ok, dist = self.domain_.in_domain(Xn)
+        interval_ok = np.ones(len(Xn), dtype=bool)
         if isinstance(self.calibrator_, CrossConformal):  # out of domain: never narrower than the members' spread
             floor = np.where(ok[:, None], 0.0, std_t)
-            lo, hi = self.calibrator_.interval(self.domain_.tree, Xn, mean_t, floor)
+            widening = getattr(self, "widening_", None)
+            scale = None if widening is None else widening.factor(dist)
+            if scale is not None:
+                interval_ok = np.isfinite(scale).all(axis=1)
+            lo, hi = self.calibrator_.interval(self.domain_.tree, Xn, mean_t, floor, scale)
+            lo[~interval_ok], hi[~interval_ok] = np.nan, np.nan
         else:
             lo, hi = self.calibrator_.interval(mean_t, std_t)
         lower, upper = self._inverse(lo), self._inverse(hi)
         mean, std = self._inverse(mean_t), self._inverse(preds).std(axis=0)
         return Prediction(self._shape(mean), self._shape(std), self._shape(lower), self._shape(upper),
-                          ok, dist, float(self.coverage), bool(self.calibrated_))
+                          ok, dist, float(self.coverage), bool(self.calibrated_), interval_ok)
 
     # ------------------------------------------------------------------ state for the registry
     def get_state(self) -> tuple[dict[str, torch.Tensor], dict]:
@@ -334,11 +436,13 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         for i, net in enumerate(self.nets_):
             for key, value in net.state_dict().items():
                 tensors[f"net{i}.{key}"] = value.detach().to(torch.float32).contiguous()
-        arrays = {"medians": self.medians_, "x_min": self.x_min_, "x_scale": self.x_scale_,
+        arrays = {"medians": self.cleaner_.medians_, "x_min": self.x_min_, "x_scale": self.x_scale_,
                   "y_mean": self.y_mean_, "y_std": self.y_std_, "conformal_quantile": self.calibrator_.quantile_,
                   "conformal_eps": self.calibrator_.eps_, "ad_train_X": self.domain_.X_}
         if isinstance(self.calibrator_, CrossConformal):
             arrays |= {"oof_residuals": self.calibrator_.residuals_, "conformal_shrink": self.calibrator_.shrink_}
+        if getattr(self, "widening_", None) is not None:
+            arrays |= {"widening_edges": self.widening_.edges_, "widening_factor": self.widening_.factor_}
         for key, value in arrays.items():
             dtype = np.float32 if key == "ad_train_X" else np.float64  # exact: see ApplicabilityDomain.fit
             tensors[f"array.{key}"] = torch.as_tensor(np.asarray(value, dtype=dtype)).contiguous()
@@ -358,6 +462,7 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
             "ad_threshold": float(self.domain_.threshold_),
             "n_members": len(self.nets_),
             "cv_n_folds": int(getattr(self, "cv_n_folds_", 0)),
+            "widening_n_calibration": int(getattr(getattr(self, "widening_", None), "n_calibration_", 0)),
             "train_info": self.train_info_,
         }
         return tensors, meta
@@ -383,7 +488,8 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         est._y_ndim = int(meta["y_ndim"])
         est.calibrated_ = bool(meta["calibrated"])
         est.calibration_ = meta.get("calibration", "cross" if "oof_residuals" in arr else "split")
-        est.medians_, est.x_min_, est.x_scale_ = arr["medians"], arr["x_min"], arr["x_scale"]
+        est.cleaner_ = FeatureCleaner.from_medians(arr["medians"], est.selected_names_)
+        est.x_min_, est.x_scale_ = arr["x_min"], arr["x_scale"]
         est.y_mean_, est.y_std_ = arr["y_mean"], arr["y_std"]
         est.domain_ = ApplicabilityDomain(est.ad_neighbors, est.ad_quantile)
         est.domain_.X_ = arr["ad_train_X"]
@@ -398,6 +504,12 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         est.calibrator_.quantile_ = arr["conformal_quantile"]
         est.calibrator_.eps_ = arr["conformal_eps"]
         est.calibrator_.n_calibration_ = int(meta["n_calibration"])
+        est.widening_ = None  # models saved before the distance widening (or without it) have none
+        if "widening_edges" in arr:
+            est.widening_ = DistanceWidening(est.coverage)
+            est.widening_.edges_ = arr["widening_edges"]
+            est.widening_.factor_ = arr["widening_factor"].reshape(len(arr["widening_edges"]), -1)
+            est.widening_.n_calibration_ = int(meta.get("widening_n_calibration", 0))
         est.nets_ = []
         for i in range(int(meta["n_members"])):
             net = JointNet(len(est.selected_idx_), est.target_specs_, est.widths, est.activation,
@@ -408,6 +520,13 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
             est.nets_.append(net.double().eval())
         est.train_info_ = list(meta.get("train_info", []))
         return est
+
+
+def _mean_knn_distance(reference: np.ndarray, X: np.ndarray, k: int, tree: cKDTree | None = None) -> np.ndarray:
+    """``ApplicabilityDomain.distance`` of ``X`` to ``reference``: mean distance to its k nearest rows."""
+    k = max(1, min(int(k), len(reference)))
+    d, _ = (tree if tree is not None else cKDTree(reference)).query(X, k=k)
+    return np.atleast_2d(d.T).T.mean(axis=1) if k > 1 else np.ravel(d)
 
 
 def _jsonable(value):

@@ -21,7 +21,9 @@ coverage of the conformal intervals. Choice: among candidates whose inner covera
 
 Inner fits are cheaper than the refit, by this rule (also written to ``search_info_["inner_rule"]``):
 ``n_estimators`` becomes ``min(n_estimators, inner_max_estimators)``; ``epochs`` and ``patience`` are
-multiplied by ``inner_epoch_fraction`` (at least 10 and 5). Candidates that differ only in members above
+multiplied by ``inner_epoch_fraction`` (at least 10 and 5; default 1: shortened training ranked
+candidates by how fast they learn, not how well, and chose a configuration 15 cm⁻¹ worse on
+matbench_phonons fold 0); the out-of-domain widening is off in inner fits. Candidates that differ only in members above
 the cap have identical inner fits and share one evaluation (it counts once against the budget); among
 equal scores the candidate with more members is kept, since more members average more networks and,
 with cross calibration, train each of them on more rows.
@@ -146,7 +148,7 @@ class MODNetSearch(RegressorMixin, BaseEstimator):
 
     def __init__(self, space: dict | None = None, base_params: dict | None = None, budget: int | None = None,
                  population: int | None = None, mutation_rate: float = 0.25, inner_folds: int = 3,
-                 inner_max_estimators: int = 3, inner_epoch_fraction: float = 0.5,
+                 inner_max_estimators: int = 3, inner_epoch_fraction: float = 1.0,
                  coverage_band: tuple = (0.85, 0.95), cross_nmi: pd.DataFrame | None = None,
                  targets: tuple | None = None, n_threads: int | None = None, cache: bool = True,
                  cache_dir: str | None = None, random_state: int = 0,
@@ -201,6 +203,8 @@ class MODNetSearch(RegressorMixin, BaseEstimator):
         p["n_estimators"] = min(int(p["n_estimators"]), int(self.inner_max_estimators))
         p["epochs"] = max(10, int(round(p["epochs"] * self.inner_epoch_fraction)))
         p["patience"] = max(5, int(round(p["patience"] * self.inner_epoch_fraction)))
+        if "widening" in p:  # out-of-domain widening leaves in-domain MAE and coverage alone; refit keeps it
+            p["widening"] = False
         return p
 
     def _budget(self) -> int:

@@ -283,7 +283,8 @@ def cross_validate(data: FeaturizedData, config: str | dict = "default", *, cros
         fold = {"fold": k, "n_train": len(tr), "n_test": len(te),
                 "mae": float(mean_absolute_error(y, pred.mean)), "r2": float(r2_score(y, pred.mean)),
                 "coverage": empirical_coverage(y, pred.lower, pred.upper),
-                "mean_interval_width": float(np.mean(pred.upper - pred.lower)),
+                "mean_interval_width": float(np.nanmean(pred.upper - pred.lower)),
+                "no_interval_fraction": float(np.mean(~np.asarray(getattr(pred, "interval_ok", True)))),
                 "in_domain_fraction": float(np.mean(pred.in_domain)),
                 "mae_in_domain": float(mean_absolute_error(y[pred.in_domain], pred.mean[pred.in_domain]))
                 if pred.in_domain.any() else None,

@@ -33,6 +33,19 @@ interval stands as it is (there a floor on every row raised Alexandria's coverag
 Applicability: mean Euclidean distance to the k nearest training rows in the scaled selected-feature
 space; a point is "in domain" when that distance is within the ``quantile`` of the training rows' own
 (leave-one-out) distances.
+
+Widening with distance (``DistanceWidening``): sigma(x) and q are learned from rows whose neighbours
+were in training, so they say nothing about how much worse the model does far from its data. The
+estimator therefore also predicts each training row from a network that skipped a whole group of rows
+(a k-means cluster of the features, or a chemical family) and records, for these out-of-group rows and
+for the ordinary out-of-fold rows, the AD distance d to the rows that trained the predicting model and
+the score r = |residual| / (q sigma). The factor w(d) is a monotone step function of d: rows are binned
+by d (equal counts), each bin's conformal quantile of r is taken, adjacent bins that violate
+monotonicity are pooled (pool-adjacent-violators with the pooled bin's quantile as its value, i.e.
+isotonic quantile regression) and w = max(1, that quantile). Every bin, or every pooled run of bins,
+therefore holds the nominal coverage on its own calibration rows, near the data w stays at 1, and the
+interval at a new point is ``mean ± w(d) c q sigma(x)``. Beyond the largest calibration distance w is
+undefined: no interval is given there (NaN bounds) rather than an extrapolated one.
 """
 
 from __future__ import annotations
@@ -44,7 +57,9 @@ from scipy.spatial import cKDTree
 from scipy.stats import norm
 
 __all__ = ["conformal_quantile", "ConformalCalibrator", "CrossConformal", "ApplicabilityDomain",
-           "empirical_coverage", "knn_difficulty"]
+           "DistanceWidening", "empirical_coverage", "knn_difficulty", "NO_INTERVAL_NOTE"]
+
+NO_INTERVAL_NOTE = "no calibrated interval: farther from the training data than any calibration row"
 
 
 def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
@@ -148,10 +163,14 @@ class CrossConformal:
         return knn_difficulty(tree, self.residuals_, X, self.n_neighbors) + self.eps_
 
     def interval(self, tree: cKDTree, X: np.ndarray, mean: np.ndarray,
-                 spread: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 spread: np.ndarray | None = None,
+                 scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``mean ± half``; ``spread`` (rows, outputs), the members' std at X, floors the half-width
-        (pass zeros for rows that need no floor)."""
+        (pass zeros for rows that need no floor); ``scale`` (rows, outputs), a widening factor w(d)
+        applied before the floor, where NaN means "no interval" and gives NaN bounds."""
         half = self.shrink_ * self.quantile_ * self.sigma(tree, X)
+        if scale is not None:
+            half = half * np.asarray(scale, dtype=float)
         if spread is not None:
             half = np.maximum(half, float(norm.ppf(0.5 + self.coverage / 2.0)) * np.asarray(spread, dtype=float))
         return mean - half, mean + half
@@ -192,3 +211,60 @@ class ApplicabilityDomain:
     def in_domain(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         dist = self.distance(X)
         return dist <= self.threshold_, dist
+
+
+class DistanceWidening:
+    """Monotone widening factor w(d) >= 1 of the interval half-width with AD distance d (module docstring).
+
+    Fitted state: ``edges_`` (bins,), the upper distance of each bin (the last is the largest calibration
+    distance, beyond which ``factor`` is NaN), and ``factor_`` (bins, outputs).
+    """
+
+    def __init__(self, coverage: float = 0.9, min_bin: int = 50, max_bins: int = 20):
+        if not 0.0 < coverage < 1.0:
+            raise ValueError(f"coverage must be in (0, 1), got {coverage}")
+        self.coverage = coverage
+        self.min_bin = min_bin
+        self.max_bins = max_bins
+
+    def fit(self, distance: np.ndarray, scores: np.ndarray) -> DistanceWidening:
+        """``distance`` (rows,): each calibration row's AD distance to the rows that trained its predictor;
+        ``scores`` (rows, outputs): its absolute residual over the unwidened half-width."""
+        distance = np.asarray(distance, dtype=float).ravel()
+        scores = np.atleast_2d(np.asarray(scores, dtype=float).T).T
+        if len(distance) != len(scores) or not len(distance):
+            raise ValueError("distance and scores need the same, non-zero number of rows")
+        order = np.argsort(distance, kind="stable")
+        n_bins = int(max(1, min(self.max_bins, len(distance) // max(1, int(self.min_bin)))))
+        chunks = np.array_split(order, n_bins)
+        self.edges_ = np.array([distance[c].max() for c in chunks])
+        self.factor_ = np.stack([self._isotonic_quantile([scores[c, j] for c in chunks])
+                                 for j in range(scores.shape[1])], axis=1)
+        self.n_calibration_ = len(distance)
+        return self
+
+    def _isotonic_quantile(self, bins: list[np.ndarray]) -> np.ndarray:
+        """Per-bin value: nondecreasing, each run of pooled bins at its pooled conformal quantile, >= 1."""
+        runs: list[list] = []  # [number of bins, pooled scores, quantile]
+        for b in bins:
+            runs.append([1, b, conformal_quantile(b, self.coverage)])
+            while len(runs) > 1 and runs[-2][2] > runs[-1][2]:
+                size, pooled, _ = runs.pop()
+                runs[-1][0] += size
+                runs[-1][1] = np.concatenate([runs[-1][1], pooled])
+                runs[-1][2] = conformal_quantile(runs[-1][1], self.coverage)
+        values = np.concatenate([np.full(size, q) for size, _, q in runs])
+        return np.maximum(values, 1.0)
+
+    @property
+    def max_distance(self) -> float:
+        return float(self.edges_[-1])
+
+    def factor(self, distance: np.ndarray) -> np.ndarray:
+        """w (rows, outputs) at the given distances; NaN beyond the largest calibration distance."""
+        distance = np.asarray(distance, dtype=float).ravel()
+        idx = np.searchsorted(self.edges_, distance, side="left")
+        out = np.full((distance.size, self.factor_.shape[1]), np.nan)
+        inside = idx < len(self.edges_)
+        out[inside] = self.factor_[idx[inside]]
+        return out

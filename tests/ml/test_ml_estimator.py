@@ -174,8 +174,11 @@ def test_cross_calibration_uses_every_row_out_of_fold():
     np.testing.assert_allclose(est.calibrator_.residuals_[:, 0], np.abs(y - oof), rtol=1e-9, atol=1e-12)
     p = est.predict_dist(X)
     assert np.all(p.lower < p.mean) and np.all(p.mean < p.upper)
-    far = est.predict_dist(X[:5] * 50.0)  # out of domain: at least z x the members' spread
-    assert not far.in_domain.any()
+    far = est.predict_dist(X[:5] * 50.0)  # beyond every calibration distance: no interval at all
+    assert not far.in_domain.any() and not far.interval_ok.any()
+    assert np.isnan(far.lower).all() and np.isnan(far.upper).all() and np.isfinite(far.mean).all()
+    est.widening_ = None  # the unwidened intervals: out of domain at least z x the members' spread
+    far = est.predict_dist(X[:5] * 50.0)
     assert np.all(far.upper - far.mean >= 1.645 * far.std * (1 - 1e-9))
 
 
