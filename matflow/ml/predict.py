@@ -314,7 +314,8 @@ def prediction_table_text(rows: pd.DataFrame) -> str:
     the structure is in the training data (with its training label)."""
     header = ["source", "formula", "target", "value", "interval", "unit", "in_domain", "train"]
     body = [[str(r.source), str(r.formula), str(r.target), f"{r.value:.4g}",
-             f"[{r.lower:.4g}, {r.upper:.4g}] ({r.coverage:.0%})", str(r.unit),
+             (f"[{r.lower:.4g}, {r.upper:.4g}] ({r.coverage:.0%})" if getattr(r, "interval_ok", True)
+              else "none: farther from the training data than any calibration row"), str(r.unit),
              "yes" if r.in_domain else "NO (far from training data)",
              _train_cell(getattr(r, "in_training_data", None), float(getattr(r, "training_label", math.nan)))]
             for r in rows.itertuples()]

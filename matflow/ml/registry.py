@@ -330,9 +330,10 @@ class RegisteredModel:
         ok = table.table[table.table["status"] == "ok"]
         if ok.empty:
             return pd.DataFrame(columns=["source", "formula", "target", "value", "unit", "lower", "upper",
-                                         "coverage", "std", "in_domain", "distance"])
+                                         "coverage", "std", "in_domain", "distance", "interval_ok"])
         pred = self.predict_features(ok)
         mean, lo, hi, sd = (np.atleast_2d(np.asarray(a).T).T for a in (pred.mean, pred.lower, pred.upper, pred.std))
+        interval_ok = np.broadcast_to(np.asarray(pred.interval_ok, dtype=bool), np.shape(pred.distance))
         rows = []
         col = 0
         for target in self.manifest["targets"]:
@@ -344,7 +345,8 @@ class RegisteredModel:
                                  "value": float(mean[i, col + j]), "unit": target.get("unit", ""),
                                  "lower": float(lo[i, col + j]), "upper": float(hi[i, col + j]),
                                  "coverage": pred.coverage, "std": float(sd[i, col + j]),
-                                 "in_domain": bool(pred.in_domain[i]), "distance": float(pred.distance[i])})
+                                 "in_domain": bool(pred.in_domain[i]), "distance": float(pred.distance[i]),
+                                 "interval_ok": bool(interval_ok[i])})
             col += target["n_outputs"]
         return pd.DataFrame(rows)
 

@@ -37,8 +37,7 @@ def test_shipped_registry_table(monkeypatch):
     assert res.exit_code == EXIT_OK, res.output
     header, rows, notes = _table_rows(res.stdout)
     assert header == list(COLUMNS)
-    assert {("matbench_phonons", v) for v in ("v1", "v2", "v4", "v5", "v6")} | \
-        {("alexandria_cv300", v) for v in ("v1", "v2")} <= set(rows)
+    assert {("matbench_phonons", v) for v in ("v5", "v6")} | {("alexandria_cv300", "v2")} == set(rows)
     for (name, version), row in rows.items():
         manifest = _manifest(name, version)
         target = manifest["targets"][0]
@@ -65,10 +64,10 @@ def test_shipped_registry_table(monkeypatch):
 
 @pytest.fixture
 def registry(tmp_path):
-    """matbench_phonons v2 and v6 copied, v6 given a recorded cold-predict time, and v7: a copy of v6
+    """matbench_phonons v5 and v6 copied, v6 given a recorded cold-predict time, and v7: a copy of v6
     whose manifest has a number where the target unit belongs."""
     root = tmp_path / "models"
-    for version in ("v2", "v6", "v7"):
+    for version in ("v5", "v6", "v7"):
         shutil.copytree(SHIPPED / "matbench_phonons" / ("v6" if version == "v7" else version),
                         root / "matbench_phonons" / version)
     v6 = _manifest("matbench_phonons", "v6", root)
@@ -94,7 +93,7 @@ def test_broken_version_is_listed_with_its_reason(registry, monkeypatch):
     assert model["name"] == "matbench_phonons"
     assert model["latest"] == "v6" == load("matbench_phonons", root=registry).version
     by_version = {v["version"]: v for v in model["versions"]}
-    assert list(by_version) == ["v2", "v6", "v7"]
+    assert list(by_version) == ["v5", "v6", "v7"]
     assert by_version["v7"]["status"] == "broken" and by_version["v7"]["reason"] == reason
     assert by_version["v7"]["latest"] is False and by_version["v7"]["preset"] is None
     v6 = by_version["v6"]
@@ -104,7 +103,7 @@ def test_broken_version_is_listed_with_its_reason(registry, monkeypatch):
     assert (v6["cv_mae_mean"], v6["cv_mae_std"], v6["cv_coverage_pooled"]) == \
         (cv["mae_mean"], cv["mae_std"], cv["coverage_pooled"])
     assert v6["cold_predict_s"] == {"NaCl": 7.1, "Si3N4": 6.1, "Li7BiO6": 6.2}
-    assert by_version["v2"]["cold_predict_s"] is None and by_version["v2"]["latest"] is False
+    assert by_version["v5"]["cold_predict_s"] is None and by_version["v5"]["latest"] is False
 
     res = runner.invoke(app, ["models"])
     assert res.exit_code == EXIT_PARTIAL, res.output
@@ -115,7 +114,7 @@ def test_broken_version_is_listed_with_its_reason(registry, monkeypatch):
 
 
 def test_every_version_broken_and_empty_registry(registry, tmp_path, monkeypatch):
-    shutil.rmtree(registry / "matbench_phonons" / "v2")
+    shutil.rmtree(registry / "matbench_phonons" / "v5")
     weights = registry / "matbench_phonons" / "v6" / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     monkeypatch.setenv("MATFLOW_MODELS_DIR", str(registry))

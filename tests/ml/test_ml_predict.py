@@ -178,3 +178,22 @@ def test_training_set_is_kept_on_disk_and_rebuilt_when_stale(tmp_path, monkeypat
     with pytest.raises(AssertionError, match="read from disk"):
         training_set("matbench_phonons")
     assert training_set("no_such_dataset") is None
+
+
+def test_table_says_when_no_interval_can_be_given():
+    import pandas as pd
+
+    from matflow.ml.predict import prediction_table_text
+
+    rows = pd.DataFrame([
+        {"source": "near.cif", "formula": "NaCl", "target": "cv", "value": 20.0, "unit": "J", "lower": 19.0,
+         "upper": 21.0, "coverage": 0.9, "in_domain": True, "interval_ok": True, "in_training_data": False,
+         "training_label": float("nan")},
+        {"source": "far.cif", "formula": "XeF6", "target": "cv", "value": 20.0, "unit": "J",
+         "lower": float("nan"), "upper": float("nan"), "coverage": 0.9, "in_domain": False,
+         "interval_ok": False, "in_training_data": False, "training_label": float("nan")},
+    ])
+    lines = prediction_table_text(rows).splitlines()
+    assert "[19, 21] (90%)" in lines[2]
+    assert "none: farther from the training data than any calibration row" in lines[3]
+    assert "nan" not in lines[3]

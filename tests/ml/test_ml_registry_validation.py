@@ -161,32 +161,32 @@ def test_weights_file_cannot_point_outside_the_version_folder(v6):
 
 def test_latest_skips_a_broken_newest_version_with_a_warning(v6):
     root = v6.parent.parent
-    _copy(root, "v2")
+    _copy(root, "v5")
     _write(v6, _set(_manifest(v6), "targets.0.unit", 5))
     with pytest.warns(SkippedVersionWarning, match=rf"{NAME}@v6 is broken.*'targets.0.unit': expected a string"):
         model = load(NAME, root=root)
-    assert model.version == "v2"
+    assert model.version == "v5"
     assert model.manifest["targets"][0]["unit"] == "cm^-1"
     with pytest.raises(ModelLoadError, match=f"^model {NAME}@v6: manifest field 'targets.0.unit'"):
         load(NAME, "v6", root=root)
-    assert list_versions(NAME, root) == ["v2", "v6"]
+    assert list_versions(NAME, root) == ["v5", "v6"]
     with pytest.warns(SkippedVersionWarning, match=f"{NAME}@v6"):
-        assert list_versions(NAME, root, valid_only=True) == ["v2"]
+        assert list_versions(NAME, root, valid_only=True) == ["v5"]
 
 
 def test_latest_skips_truncated_weights(v6):
     root = v6.parent.parent
-    _copy(root, "v2")
+    _copy(root, "v5")
     weights = v6 / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.warns(SkippedVersionWarning, match=f"{NAME}@v6 is broken.*sha256"):
-        assert load(NAME, root=root).version == "v2"
+        assert load(NAME, root=root).version == "v5"
 
 
 def test_latest_with_every_version_broken_is_one_clear_error(v6):
     root = v6.parent.parent
-    v2 = _copy(root, "v2")
-    for folder in (v2, v6):
+    v5 = _copy(root, "v5")
+    for folder in (v5, v6):
         _write(folder, _set(_manifest(folder), "estimator.y_ndim", ...))
     with (pytest.warns(SkippedVersionWarning),
           pytest.raises(ModelLoadError, match=f"^model {NAME}: none of its 2 version.s. loads; newest {NAME}@v6: "
@@ -248,5 +248,5 @@ def test_every_shipped_manifest_validates(path):
 def test_the_shipped_models_dir_has_the_documented_versions():
     """The versions the README names (latest, most accurate, and the earlier loadable ones)."""
     shipped = {(p.parent.parent.name, p.parent.name) for p in SHIPPED.glob("*/*/manifest.json")}
-    documented = {(NAME, v) for v in ("v1", "v2", "v4", "v5", "v6")} | {("alexandria_cv300", v) for v in ("v1", "v2")}
+    documented = {(NAME, v) for v in ("v5", "v6")} | {("alexandria_cv300", "v2")}
     assert documented <= shipped
