@@ -15,6 +15,14 @@ def chgnet_model():
 
 
 @pytest.fixture(scope="session")
+def stock_calc(chgnet_model):
+    """Stock CHGNet's ASE calculator: the reference the fast path must reproduce."""
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    return CHGNetCalculator(chgnet_model, use_device="cpu")
+
+
+@pytest.fixture(scope="session")
 def fast_calc(chgnet_model):
     from matflow.atomistic.fast import FastCHGNetCalculator
 

@@ -7,13 +7,6 @@ import pytest
 from ase import Atoms
 
 
-@pytest.fixture(scope="module")
-def stock_calc(chgnet_model):
-    from chgnet.model.dynamics import CHGNetCalculator
-
-    return CHGNetCalculator(chgnet_model, use_device="cpu")
-
-
 def _stock(atoms, stock_calc):
     a = atoms.copy()
     a.calc = stock_calc

@@ -7,13 +7,6 @@ import pytest
 from ase.build import bulk
 
 
-@pytest.fixture(scope="module")
-def stock_calc(chgnet_model):
-    from chgnet.model.dynamics import CHGNetCalculator
-
-    return CHGNetCalculator(chgnet_model, use_device="cpu")
-
-
 def _props(atoms, calc):
     a = atoms.copy()
     a.calc = calc
