@@ -51,13 +51,13 @@ def interruptible(what_was_kept: Callable[[], str]) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt as exc:
-        name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+        signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
         try:
             kept = what_was_kept()
         except Exception as inner:  # the report of what was kept must not hide the interruption
             kept = f"could not list what was kept ({inner})"
-        console.print(f"[yellow]interrupted by {name}[/yellow]: {kept}", highlight=False)
-        raise typer.Exit(EXIT_SIGNAL[signal.SIGTERM if name == "SIGTERM" else signal.SIGINT]) from None
+        console.print(f"[yellow]interrupted by {signal.Signals(signum).name}[/yellow]: {kept}", highlight=False)
+        raise typer.Exit(EXIT_SIGNAL[signum]) from None
 
 
 def usage_error(message: str) -> typer.Exit:
@@ -95,14 +95,19 @@ MAX_SITES_OPTION = typer.Option(
 
 
 def apply_max_sites(max_sites: int | None) -> None:
-    """Raise (or lower) the size limit of every structure reader for this process."""
+    """Raise (or lower) the size limit of every structure reader for this process, and refuse a
+    malformed MATFLOW_MAX_SITES before any work (the readers' own rule, ``ValidationLimits.from_env``)."""
     import os
 
-    from matflow.io import MAX_SITES_ENV
+    from matflow.io import MAX_SITES_ENV, ValidationLimits
 
     if max_sites is not None:
         require(max_sites >= 1, "--max-sites", max_sites, "must be at least 1")
         os.environ[MAX_SITES_ENV] = str(max_sites)
+    try:
+        ValidationLimits.from_env()
+    except ValueError as exc:
+        raise usage_error(str(exc)) from None
 
 
 def check_output(path: Path | None, kind: str = "file") -> None:
@@ -139,12 +144,6 @@ def main(
 ) -> None:
     """matflow: featurize structures, train and serve property models, run CHGNet atomistics."""
     _install_signal_handlers()
-    import os
-
-    from matflow.io import MAX_SITES_ENV
-
-    text = os.environ.get(MAX_SITES_ENV, "").strip()
-    require(not text or (text.isdigit() and int(text) >= 1), MAX_SITES_ENV, text, "must be a whole number >= 1")
 
 
 def report_failures(failures, what: str = "input") -> None:
@@ -200,10 +199,9 @@ def featurize(
         if len(result.table):
             write_output(output, result.write)
         raise typer.Exit(EXIT_USAGE)
-    path = output
     write_output(output, result.write)
     typer.echo(f"wrote {result.n_ok} featurized structure(s) x {result.n_features} features "
-               f"({len(result.failures)} failed) to {path}")
+               f"({len(result.failures)} failed) to {output}")
     raise typer.Exit(EXIT_PARTIAL if result.failures else EXIT_OK)
 
 
@@ -251,6 +249,7 @@ def train(
     require(limit is None or limit >= 1, "--limit", limit, "must be a positive number of rows")
     require(budget is None or search, "--budget", budget, "needs --search")
     require(budget is None or 1 <= budget <= 10_000, "--budget", budget, "must be between 1 and 10000")
+    apply_max_sites(None)
     chosen = [t.strip() for item in (targets or []) for t in item.split(",") if t.strip()] or None
     kept = ("featurized rows are kept in the feature cache" + (", finished search candidates in the search cache"
             if search else "") + "; nothing was registered; rerun the same command to resume")
@@ -429,9 +428,9 @@ def md(
         raise usage_error(str(exc)) from None
     apply_max_sites(max_sites)
     check_output(outdir, "dir")
-    kept = lambda: (f"trajectories and checkpoints up to the last completed step are kept in {outdir}; "  # noqa: E731
-                    "rerun the same command to resume")
-    with interruptible(kept), _atomistic_progress("md") as bar:
+    kept = (f"trajectories and checkpoints up to the last completed step are kept in {outdir}; "
+            "rerun the same command to resume")
+    with interruptible(lambda: kept), _atomistic_progress("md") as bar:
         task = bar.add_task("", total=steps)
 
         def on_start(src: str) -> None:

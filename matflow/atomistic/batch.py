@@ -23,6 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from matflow.io import LoadedStructure, read_structures
+from matflow.outputs import atomic_write_text
 from matflow.structures import structure_hash
 
 
@@ -48,12 +49,6 @@ def run_folder(item: LoadedStructure, outdir: str | os.PathLike) -> Path:
     return Path(outdir) / f"{_slug(item.source)}-{structure_hash(item.structure)[:8]}"
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _summary(kind: str, outdir: Path, ok: list[dict], failures: list[dict],
              touched_folders: set[str], sources: set[str]) -> dict:
     """This call's summary, merged into ``<kind>_summary.json``: earlier rows are kept unless their
@@ -76,8 +71,8 @@ def _summary(kind: str, outdir: Path, ok: list[dict], failures: list[dict],
 
     results = [r for r in old.get("results", []) if keep(r)] + ok
     failed = [f for f in old.get("failures", []) if keep(f)] + failures
-    _write_json_atomic(path, {**summary, "n_ok": len(results), "n_failed": len(failed),
-                              "results": results, "failures": failed})
+    atomic_write_text(path, json.dumps({**summary, "n_ok": len(results), "n_failed": len(failed),
+                                        "results": results, "failures": failed}, indent=1, default=str))
     return summary
 
 

@@ -413,14 +413,29 @@ def featurize_structures(
             continue
         good.append(s)
         good_sources.append(src)
-    large = [(src, len(s)) for s, src in zip(good, good_sources, strict=True) if len(s) > LARGE_CELL_SITES]
+    return _featurize_valid(good, good_sources, spec, n_jobs, use_cache, cache, progress, failures, compute)
+
+
+def _featurize_valid(
+    structures: list[Structure],
+    sources: list[str],
+    spec: Preset,
+    n_jobs: int,
+    use_cache: bool,
+    cache: FeatureCache | None,
+    progress: bool,
+    failures: list[FailedInput],
+    compute: bool,
+) -> FeatureTable:
+    """Featurize structures that already passed ``validate_structure`` (warns about large cells)."""
+    large = [(src, len(s)) for s, src in zip(structures, sources, strict=True) if len(s) > LARGE_CELL_SITES]
     if large and spec.needs_structure and compute:
         names = ", ".join(f"{src} ({n} sites)" for src, n in large[:3])
-        warnings.warn(f"large cell(s) {names}{' ...' if len(large) > 3 else ''}: the {preset!r} preset's "
+        warnings.warn(f"large cell(s) {names}{' ...' if len(large) > 3 else ''}: the {spec.name!r} preset's "
                       "site featurizers scale with the number of sites and may take minutes per structure; "
-                      "finished rows are cached as they complete", LargeStructureWarning, stacklevel=2)
-    keys = [structure_hash(s) for s in good]
-    return _featurize_objects(good, keys, good_sources, spec, n_jobs, use_cache, cache, progress, failures,
+                      "finished rows are cached as they complete", LargeStructureWarning, stacklevel=3)
+    keys = [structure_hash(s) for s in structures]
+    return _featurize_objects(structures, keys, sources, spec, n_jobs, use_cache, cache, progress, failures,
                               compute)
 
 
@@ -468,11 +483,8 @@ def featurize_files(
     """Read, validate and featurize files/directories/globs; unreadable files are listed, not fatal."""
     spec = get_preset(preset)
     batch = read_structures(list(inputs), ValidationLimits.from_env(allow_partial_occupancy=spec.handles_disorder))
-    result = featurize_structures(
-        [x.structure for x in batch.structures], preset,
-        sources=[x.source for x in batch.structures], n_jobs=n_jobs,
-        use_cache=use_cache, cache=cache, progress=progress, compute=compute,
-    )
+    result = _featurize_valid([x.structure for x in batch.structures], [x.source for x in batch.structures],
+                              spec, n_jobs, use_cache, cache, progress, [], compute)
     if batch.failures:
         extra = _assemble([], [], [], {}, spec.feature_labels(), batch.failures)
         result.table = pd.concat([result.table, extra]) if len(result.table) else extra

@@ -448,7 +448,7 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
             tensors[f"array.{key}"] = torch.as_tensor(np.asarray(value, dtype=dtype)).contiguous()
         params = {k: v for k, v in self.get_params().items() if k != "cross_nmi"}
         meta = {
-            "params": _jsonable(params),
+            "params": jsonable(params),
             "n_features_in": int(self.n_features_in_),
             "feature_names_in": [str(n) for n in getattr(self, "feature_names_in_", [])],
             "selected_idx": [int(i) for i in self.selected_idx_],
@@ -529,11 +529,13 @@ def _mean_knn_distance(reference: np.ndarray, X: np.ndarray, k: int, tree: cKDTr
     return np.atleast_2d(d.T).T.mean(axis=1) if k > 1 else np.ravel(d)
 
 
-def _jsonable(value):
+def jsonable(value):
+    """Plain JSON form of parameters and metadata: tuples become lists, numpy scalars Python ones,
+    non-finite floats strings."""
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, float) and not math.isfinite(value):

@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 from pymatgen.core import Lattice, Structure
 
+from matflow.outputs import atomic_write_text
+
 __all__ = ["TrainingSet", "training_set", "predict_structures", "predict_files", "membership_lines",
            "prediction_table_text"]
 
@@ -145,12 +147,9 @@ def training_set(dataset: str) -> TrainingSet | None:
         found = None
     if found is None:
         found = _build(dataset)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": key, "dataset": dataset, "hashes": found.hashes, "mp_ids": found.mp_ids,
-                                   "formulas": found.formulas, "labels": found.labels,
-                                   "structures": found.structures}))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps({"key": key, "dataset": dataset, "hashes": found.hashes,
+                                            "mp_ids": found.mp_ids, "formulas": found.formulas,
+                                            "labels": found.labels, "structures": found.structures}))
     _MEMO[(dataset, key)] = found
     return found
 

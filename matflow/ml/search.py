@@ -49,9 +49,10 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted
 
-from matflow.ml.estimator import MODNetRegressor, Prediction
+from matflow.ml.estimator import MODNetRegressor, Prediction, jsonable
 from matflow.ml.network import ACTIVATIONS
 from matflow.ml.uncertainty import empirical_coverage
+from matflow.outputs import atomic_write_text
 
 __all__ = ["MODNetSearch", "DEFAULT_SPACE", "DEFAULT_BUDGET", "select_best", "CACHE_FORMAT"]
 
@@ -75,24 +76,15 @@ and from 0.4x to 3x that across ``DEFAULT_SPACE`` (wide layers, batch 16 and lr 
 a search takes about 6 minutes plus the refit of the chosen settings."""
 
 
-def _plain(value):
-    """JSON-able, hashable-by-text form of a parameter value (tuples become lists)."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def _canon(params: Mapping) -> str:
-    return json.dumps({k: _plain(v) for k, v in sorted(params.items())}, sort_keys=True)
+    return json.dumps({k: jsonable(v) for k, v in sorted(params.items())}, sort_keys=True)
 
 
 def _as_param(name: str, value):
     """A gene value as ``MODNetRegressor`` expects it (widths as tuples of tuples of int)."""
     if name == "widths":
         return tuple(tuple(int(w) for w in level) for level in value)
-    return _plain(value)
+    return jsonable(value)
 
 
 def _digest(*parts) -> str:
@@ -105,7 +97,7 @@ def _digest(*parts) -> str:
             h.update(str(part.shape).encode())
             h.update(np.ascontiguousarray(part, dtype=np.float64).tobytes())
         else:
-            h.update(json.dumps(_plain(part), sort_keys=True, default=str).encode())
+            h.update(json.dumps(jsonable(part), sort_keys=True, default=str).encode())
         h.update(b"|")
     return h.hexdigest()[:24]
 
@@ -242,7 +234,7 @@ class MODNetSearch(RegressorMixin, BaseEstimator):
         folds = list(KFold(n_folds, shuffle=True, random_state=int(self.random_state)).split(np.arange(len(frame))))
         context = {"format": CACHE_FORMAT, "data": _digest(frame, Y),
                    "cross_nmi": None if self.cross_nmi is None else _digest(self.cross_nmi),
-                   "targets": _plain(self.targets), "inner_folds": n_folds, "seed": int(self.random_state)}
+                   "targets": jsonable(self.targets), "inner_folds": n_folds, "seed": int(self.random_state)}
         rng = np.random.default_rng(int(self.random_state))
         records: list[dict] = []
         scores: dict[str, dict] = {}
@@ -264,7 +256,7 @@ class MODNetSearch(RegressorMixin, BaseEstimator):
                 "from_cache": score["from_cache"], "shared": not fresh}
             records.append(record)
             if self.log is not None:
-                shown = ", ".join(f"{g}={_plain(v)}" for g, v in genes.items())
+                shown = ", ".join(f"{g}={jsonable(v)}" for g, v in genes.items())
                 how = ("same inner fits as an earlier candidate" if not fresh else
                        "cached" if score["from_cache"] else f"{score['wall_s']:.0f}s")
                 self.log(f"search {len(scores)}/{budget}: {shown} -> inner MAE {score['inner_mae']:.4g}, "
@@ -313,7 +305,7 @@ class MODNetSearch(RegressorMixin, BaseEstimator):
             "budget": budget, "n_evaluations": len(scores), "n_candidates": len(records),
             "n_from_cache": sum(1 for s in scores.values() if s["from_cache"]),
             "n_rows": len(frame), "inner_rule": self.inner_rule(), "inner_folds": n_folds,
-            "coverage_band": [lo, hi], "space": {g: [_plain(c) for c in ch] for g, ch in space.items()},
+            "coverage_band": [lo, hi], "space": {g: [jsonable(c) for c in ch] for g, ch in space.items()},
             "search_wall_s": round(t_search, 2), "refit_wall_s": round(time.perf_counter() - t0, 2),
             "any_in_band": any(self.cv_results_["in_band"]),
         }
@@ -361,16 +353,13 @@ class MODNetSearch(RegressorMixin, BaseEstimator):
             fold_mae.append(float(np.mean(np.abs(Y[va] - pred.mean))))
         y_all, p_all = np.concatenate(ys), np.concatenate(preds)
         mae = float(np.mean(np.abs(y_all - p_all)))
-        result = {"key": key, "inner_params": {k: _plain(v) for k, v in inner.items()},
+        result = {"key": key, "inner_params": {k: jsonable(v) for k, v in inner.items()},
                   "inner_mae": mae if math.isfinite(mae) else math.inf,
                   "inner_coverage": empirical_coverage(y_all, np.concatenate(lows), np.concatenate(highs)),
                   "inner_fold_mae": fold_mae, "n_rows": len(frame),
                   "wall_s": round(time.perf_counter() - t0, 2)}
         if self.cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{time.time_ns()}.tmp")
-            tmp.write_text(json.dumps(result, indent=1) + "\n")
-            tmp.replace(path)
+            atomic_write_text(path, json.dumps(result, indent=1) + "\n")
         return {**result, "from_cache": False}
 
     # ------------------------------------------------------------------ predict

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import mean_absolute_error, r2_score
 
-from matflow.ml.estimator import MODNetRegressor
+from matflow.ml.estimator import MODNetRegressor, jsonable
 from matflow.ml.search import MODNetSearch
 from matflow.ml.uncertainty import empirical_coverage
 
@@ -229,19 +229,9 @@ def _regressor(est) -> MODNetRegressor:
     return est.best_estimator_ if isinstance(est, MODNetSearch) else est
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def search_summary(est: MODNetSearch) -> dict:
     """What a fitted search chose and how (JSON-able): for manifests, benchmark files and logs."""
-    return _jsonable({"best_params": est.best_params_, "inner_mae": est.best_score_,
+    return jsonable({"best_params": est.best_params_, "inner_mae": est.best_score_,
                       "inner_coverage": est.cv_results_["inner_coverage"][est.best_index_],
                       **est.search_info_})
 
@@ -393,7 +383,7 @@ def cv_manifest_metrics(cv: dict, protocol: str, config: str | dict, anchors: di
     metrics = {"cv": {k: v for k, v in cv.items() if k != "folds"},
                "cv_per_fold_mae": [round(f["mae"], 4) for f in cv["folds"]],
                "cv_per_fold_coverage": [round(f["coverage"], 4) for f in cv["folds"]],
-               "cv_protocol": protocol, "cv_config": config if isinstance(config, str) else _jsonable(config)}
+               "cv_protocol": protocol, "cv_config": config if isinstance(config, str) else jsonable(config)}
     if any("search" in f for f in cv["folds"]):
         metrics["cv_per_fold_params"] = [f["search"]["best_params"] for f in cv["folds"]]
     if anchors:
@@ -467,7 +457,7 @@ def run_training(dataset: str, *, targets: Sequence[str] | None = None, preset: 
     result: dict[str, Any] = {"dataset": dataset, "preset": preset, "name": name, "version": version, "path": None,
                               "n_train": len(data.X), "n_failed": data.n_failed, "failures": data.failures,
                               "n_raw_features": int(data.X.shape[1]), "targets": data.targets,
-                              "config": _jsonable(params), "seed": seed, "cv": cv, "metrics": all_metrics,
+                              "config": jsonable(params), "seed": seed, "cv": cv, "metrics": all_metrics,
                               "timings": timings, "estimator": None, "search": None, "selected_features": []}
     if not register_model:
         return result
@@ -489,5 +479,5 @@ def run_training(dataset: str, *, targets: Sequence[str] | None = None, preset: 
     log(f"registered {path}")
     reg = _regressor(est)
     result.update({"path": path, "estimator": est, "selected_features": list(reg.selected_names_),
-                   "final_params": _jsonable({k: v for k, v in reg.get_params().items() if k != "cross_nmi"})})
+                   "final_params": jsonable({k: v for k, v in reg.get_params().items() if k != "cross_nmi"})})
     return result
