@@ -7,7 +7,7 @@ STAMP := $(VENV)/.matflow-installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
-.PHONY: setup demo test lint benchmarks clean
+.PHONY: setup browser demo test lint benchmarks clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,10 +20,16 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/python -m flows.demo
 
+# The report tests open the HTML in headless Chromium (Debian packages chromium, chromium-driver).
+browser:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver; }
+
 lint: setup
 	$(BIN)/ruff check .
 
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest -q
 
 benchmarks: setup

@@ -256,9 +256,17 @@ def build_dynamics(atoms: Atoms, s: MDSettings, timestep_fs: float, rng: np.rand
         return VelocityVerlet(atoms, timestep=dt)
     if s.ensemble == "nvt":
         if s.thermostat == "nose-hoover":
+            from ase.constraints import FixCom
             from ase.md.nose_hoover_chain import NoseHooverChainNVT
 
-            return NoseHooverChainNVT(atoms, timestep=dt, temperature_K=s.temperature_K,
+            # The chain conserves total momentum, so only 3N - 3 degrees of freedom are free, but
+            # ASE's chain drives the kinetic energy towards 3N kT/2: a 4-atom cell would run 4/3
+            # too hot. Aim the chain at the temperature that gives the free ones kT/2 each, and
+            # let FixCom tell ASE's temperature readout the same count.
+            n_atoms = len(atoms)
+            atoms.set_constraint(FixCom())
+            return NoseHooverChainNVT(atoms, timestep=dt,
+                                      temperature_K=s.temperature_K * (3 * n_atoms - 3) / (3 * n_atoms),
                                       tdamp=s.taut_fs * units.fs)
         if s.thermostat == "langevin":
             from ase.constraints import FixCom

@@ -193,3 +193,30 @@ def test_barostat_volume_follows_the_equation_of_state(tmp_path, barostat):
     for p_ext in (-5.0, 10.0):
         predicted = v_ref * scale_at(p_ext - p_thermal) ** 3
         assert volume[p_ext] / predicted == pytest.approx(1.0, abs=tolerance), (p_ext, volume[p_ext], predicted)
+
+
+def test_nose_hoover_small_cell_is_not_hot(tmp_path):
+    """The chain thermostat must give each of the 3N - 3 free degrees of freedom kT/2.
+
+    ASE's chain aims at 3N kT/2 while total momentum is conserved, which runs a 4-atom cell at
+    12/9 of the target. Per frame the kinetic temperature of 9 degrees of freedom scatters by
+    T sqrt(2/9) = 0.47 T; 22 ps after a 2 ps equilibration hold about 22000 / (2 x 100 fs) = 110
+    independent samples, so the mean is good to 4.5 %: tolerance 15 %, against the 33 % error.
+    EMT keeps 6000 steps at a few seconds.
+    """
+    from ase.calculators.emt import EMT
+
+    target = 600.0
+    atoms = bulk("Cu", "fcc", a=A_CU, cubic=True)
+    atoms.calc = EMT()
+    settings = MDSettings(ensemble="nvt", thermostat="nose-hoover", temperature_K=target,
+                          n_steps=6000, timestep_fs=4.0, taut_fs=100.0, traj_every=10,
+                          checkpoint_every=6000, seed=1)
+    res = run_md(atoms, tmp_path, settings, calculator=atoms.calc)
+    frames = _frames(res.trajectory, 2000.0)
+    kinetic = np.array([f.info["kinetic_energy_eV"] for f in frames])
+    free_dof = 3 * len(atoms) - 3
+    kinetic_temperature = 2 * kinetic.mean() / (free_dof * units.kB)
+    assert abs(kinetic_temperature / target - 1) < 0.15, kinetic_temperature
+    reported = np.mean([f.info["temperature_K"] for f in frames])
+    assert reported == pytest.approx(kinetic_temperature, rel=1e-6)

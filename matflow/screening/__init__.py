@@ -1,0 +1,1 @@
+"""High-entropy alloy screening: candidates, evidence sources, Dempster–Shafer fusion and ranking."""
