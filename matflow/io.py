@@ -991,7 +991,7 @@ def read_structure_items(
             out.append(FailedInput(result.source, result.reason))
             continue
         try:
-            validate_structure(result, source, limits)
+            validate_structure(result, source, limits, integrity_checked=True)
         except StructureInputError as exc:
             out.append(FailedInput(exc.source, exc.reason))
             continue
@@ -1056,21 +1056,24 @@ def _closest_pair(
 
 
 def validate_structure(
-    structure: Structure, source: str | os.PathLike, limits: ValidationLimits | None = None
+    structure: Structure, source: str | os.PathLike, limits: ValidationLimits | None = None,
+    *, integrity_checked: bool = False,
 ) -> Structure:
     """Check that a structure is physically sensible; raise StructureInputError with the reason if not.
 
     Order matters: the cheap size check first, then finiteness (so that no later check computes
     with NaN), then the cell, occupancy, density and interatomic distances. ``limits`` defaults to
-    ``ValidationLimits.from_env()``.
+    ``ValidationLimits.from_env()``. ``integrity_checked`` skips the finiteness and symbol checks
+    that the readers already ran on each parsed item.
     """
     limits = limits or ValidationLimits.from_env()
     with np.errstate(all="ignore"):
-        _validate(structure, source, limits)
+        _validate(structure, source, limits, integrity_checked=integrity_checked)
     return structure
 
 
-def _validate(structure: Structure, source: str | os.PathLike, limits: ValidationLimits) -> None:
+def _validate(structure: Structure, source: str | os.PathLike, limits: ValidationLimits,
+              *, integrity_checked: bool = False) -> None:
     n_sites = len(structure)
     if n_sites == 0:
         raise StructureInputError(source, "empty structure (no atoms)")
@@ -1080,7 +1083,8 @@ def _validate(structure: Structure, source: str | os.PathLike, limits: Validatio
             f"cell has {n_sites} sites, more than the limit of {limits.max_sites}; raise it with "
             f"{MAX_SITES_ENV}={_suggested_max_sites(n_sites)} or --max-sites",
         )
-    _check_integrity(structure, source)
+    if not integrity_checked:
+        _check_integrity(structure, source)
     for name, length in zip(_VECTOR_NAMES, structure.lattice.abc, strict=True):
         if not limits.min_lattice_length_A <= length <= limits.max_lattice_length_A:
             raise StructureInputError(
