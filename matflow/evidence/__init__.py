@@ -1,0 +1,43 @@
+"""Dempster–Shafer evidence theory on small frames, vectorised over candidates (numpy only, no I/O)."""
+
+from matflow.evidence.core import (
+    MAX_HYPOTHESES,
+    RULES,
+    Frame,
+    MassFunctionError,
+    TotalConflictError,
+    belief,
+    combine,
+    combine_cautious,
+    combine_conjunctive,
+    combine_dempster,
+    combine_dubois_prade,
+    combine_yager,
+    discount,
+    discount_by_reliability,
+    pignistic,
+    plausibility,
+    vacuous,
+    validate_masses,
+)
+
+__all__ = [
+    "MAX_HYPOTHESES",
+    "RULES",
+    "Frame",
+    "MassFunctionError",
+    "TotalConflictError",
+    "belief",
+    "combine",
+    "combine_cautious",
+    "combine_conjunctive",
+    "combine_dempster",
+    "combine_dubois_prade",
+    "combine_yager",
+    "discount",
+    "discount_by_reliability",
+    "pignistic",
+    "plausibility",
+    "vacuous",
+    "validate_masses",
+]
