@@ -183,7 +183,9 @@ def analyze_files(
             continue
         good: list[dict] = []
         for k, atoms in enumerate(configurations):
-            base = {"file": name, "frame": k, "timestep": atoms.info.get("timestep")}
+            # frames are numbered within the selection; a lone "last"/"first" frame says so
+            label = frames if isinstance(frames, str) and frames in ("last", "first") else k
+            base = {"file": name, "frame": label, "timestep": atoms.info.get("timestep")}
             try:
                 record = {**base, **analyze_configuration(atoms, **options)}
             except ValueError as exc:
