@@ -510,5 +510,269 @@ def models(
     raise typer.Exit(EXIT_PARTIAL if broken else EXIT_OK)
 
 
+def _write_or_echo(text: str, output: Path | None, what: str) -> None:
+    """Print to stdout, or write atomically to ``output`` (exit 3 when that fails at the end)."""
+    if output is None:
+        typer.echo(text)
+        return
+    from matflow.outputs import atomic_write_text
+
+    write_output(output, lambda path: atomic_write_text(path, text if text.endswith("\n") else text + "\n"))
+    console.print(f"wrote {what} to {output}", highlight=False)
+
+
+def _parse_floats(option: str, text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.replace(";", ",").split(",") if x.strip()]
+    except ValueError:
+        raise usage_error(f"{option} {text!r}: expected comma-separated numbers, e.g. 500,800,1200") from None
+    require(bool(values), option, text, "needs at least one number")
+    for v in values:
+        require_finite(option, v, low=0.0, high=1e5, low_open=True)
+    return values
+
+
+def _parse_composition_option(text: str) -> dict[str, float]:
+    from matflow.screening.composition import parse_composition
+
+    try:
+        return parse_composition(text)
+    except ValueError as exc:
+        raise usage_error(str(exc)) from None
+
+
+sro_app = typer.Typer(help="Chemical short-range order: Monte Carlo on a fitted energy model, and "
+                      "Warren–Cowley / motif analysis of configurations.", no_args_is_help=True)
+app.add_typer(sro_app, name="sro")
+
+
+@sro_app.command("simulate")
+def sro_simulate(
+    composition: str = typer.Argument(..., help="Alloy, e.g. CrCoNi or Cr0.2Co0.4Ni0.4."),
+    lattice: str = typer.Option("fcc", "--lattice", help="fcc, bcc or hcp."),
+    temperatures: str = typer.Option("500,800,1200", "--temperatures", "-T",
+                                     help="Comma-separated temperatures (K); annealed from high to low."),
+    size: int = typer.Option(None, "--size", help="Cubic repeats of the conventional cell for the Monte "
+                             "Carlo (default: about 2,000 atoms)."),
+    a: float = typer.Option(None, "--a", help="Lattice parameter (Å); default a Zen's-law estimate."),
+    potential: str = typer.Option("chgnet", "--potential", help="Universal potential that labels the "
+                                  "training cells (see matflow.atomistic.potentials)."),
+    n_train: int = typer.Option(60, "--n-train", help="Training cells for the cluster expansion."),
+    sweeps: int = typer.Option(200, "--sweeps", help="Production sweeps per temperature."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    model: Path = typer.Option(None, "--model", help="A saved energy model folder (skips the fit)."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
+    output: Path = typer.Option(None, "-o", "--output", help="Write the result here instead of stdout."),
+    plots: Path = typer.Option(None, "--plots", help="Folder for α-vs-T and motif plots."),
+) -> None:
+    """Fit a cluster expansion to a universal potential, anneal with canonical Monte Carlo and report
+    Warren–Cowley α per pair and shell (with the random-solution band), energy and heat capacity."""
+    if fmt not in ("table", "json"):
+        raise usage_error(f"unknown format {fmt!r}; choose table or json")
+    comp = _parse_composition_option(composition)
+    temps = _parse_floats("--temperatures", temperatures)
+    require_finite("--a", a, low=1.0, high=20.0)
+    require(size is None or 1 <= size <= 40, "--size", size, "must be between 1 and 40")
+    require(10 <= n_train <= 5000, "--n-train", n_train, "must be between 10 and 5000")
+    require(10 <= sweeps <= 10**7, "--sweeps", sweeps, "must be between 10 and 10000000")
+    check_output(output)
+    check_output(plots, "dir")
+    from matflow.sro.lattice import SROInputError
+    from matflow.sro.simulate import simulate_sro
+    from matflow.sro.summary import simulation_table
+
+    with interruptible(lambda: "nothing kept: a simulation writes its result at the end"):
+        try:
+            result = simulate_sro(comp, lattice=lattice, a=a, temperatures=temps, size=size,
+                                  potential=potential, n_train=n_train, sweeps=sweeps, seed=seed,
+                                  model=model, progress=lambda msg: console.print(msg, highlight=False))
+        except (SROInputError, ValueError) as exc:
+            raise usage_error(str(exc)) from None
+    if plots is not None:
+        from matflow.sro.summary import plot_simulation
+
+        for path in plot_simulation(result, plots):
+            console.print(f"wrote {path}", highlight=False)
+    if fmt == "json":
+        import json
+
+        text = json.dumps(result.to_dict(), indent=1)
+    else:
+        text = simulation_table(result)
+    _write_or_echo(text, output, "the simulation")
+
+
+@sro_app.command("analyze")
+def sro_analyze(
+    inputs: list[Path] = typer.Argument(..., help="Configurations: LAMMPS dump (.gz), extxyz (also "
+                                        "`matflow md` trajectories), CIF, POSCAR."),
+    lattice: str = typer.Option(None, "--lattice", help="fcc, bcc or hcp: shells by ideal-lattice "
+                                "distance. Without it, shells by neighbour count (--counts)."),
+    a: float = typer.Option(None, "--a", help="Lattice parameter (Å); default from the density."),
+    counts: str = typer.Option(None, "--counts", help="Neighbours per shell, e.g. 12,6 (thermally "
+                               "displaced configurations)."),
+    shells: int = typer.Option(2, "--shells", help="Number of neighbour shells."),
+    frames: str = typer.Option("last", "--frames", help="last, first, ':' (all), an index or a slice."),
+    average: bool = typer.Option(False, "--average", help="Average α over the selected frames."),
+    type_map: str = typer.Option(None, "--type-map", help="LAMMPS type -> element, e.g. 1=Cr,2=Co,3=Ni."),
+    significance: str = typer.Option("analytic", "--significance", help="analytic or sampled."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
+    output: Path = typer.Option(None, "-o", "--output", help="Write here instead of stdout."),
+) -> None:
+    """Warren–Cowley α per pair and shell with z-scores against a random solution of the same size,
+    first-shell motif divergence (bits) with its finite-size baseline, and the SRO length scale."""
+    if fmt not in ("table", "json"):
+        raise usage_error(f"unknown format {fmt!r}; choose table or json")
+    if significance not in ("analytic", "sampled"):
+        raise usage_error(f"unknown significance {significance!r}; choose analytic or sampled")
+    require(1 <= shells <= 10, "--shells", shells, "must be between 1 and 10")
+    require_finite("--a", a, low=1.0, high=20.0)
+    shell_counts = None
+    if counts is not None:
+        try:
+            shell_counts = [int(x) for x in counts.split(",") if x.strip()]
+        except ValueError:
+            raise usage_error(f"--counts {counts!r}: expected integers, e.g. 12,6") from None
+        require(all(c > 0 for c in shell_counts) and bool(shell_counts), "--counts", counts,
+                "must be positive integers")
+    types = None
+    if type_map is not None:
+        from ase.data import atomic_numbers
+
+        try:
+            types = {int(k): v.strip() for k, v in (item.split("=") for item in type_map.split(","))}
+        except ValueError:
+            raise usage_error(f"--type-map {type_map!r}: expected TYPE=ELEMENT pairs, e.g. 1=Cr,2=Co") from None
+        unknown = [v for v in types.values() if v not in atomic_numbers or v == "X"]
+        require(not unknown, "--type-map", type_map, f"unknown element(s) {', '.join(unknown)}")
+    check_output(output)
+    from matflow.sro.analyze import analyze_files, format_table
+    from matflow.sro.lattice import SROInputError
+
+    try:
+        records = analyze_files([str(p) for p in inputs], lattice=lattice, a=a, counts=shell_counts,
+                                n_shells=shells, significance=significance, frames=frames,
+                                type_map=types, average_frames=average)
+    except SROInputError as exc:
+        raise usage_error(str(exc)) from None
+    failed = [r for r in records if not r.get("ok")]
+    for r in failed:
+        console.print(f"[red]failed[/red] {r['file']}"
+                      f"{'' if r.get('frame') is None else '@' + str(r['frame'])}: {r['reason']}",
+                      highlight=False)
+    if len(failed) == len(records):
+        console.print("[red]no configuration could be analysed[/red]")
+        raise typer.Exit(EXIT_USAGE)
+    if fmt == "json":
+        import json
+
+        text = json.dumps(records, indent=1, default=float)
+    else:
+        text = format_table(records)
+    _write_or_echo(text, output, f"{len(records) - len(failed)} analysis record(s)")
+    raise typer.Exit(EXIT_PARTIAL if failed else EXIT_OK)
+
+
+hea_app = typer.Typer(help="High-entropy alloys: descriptors and evidence for one composition.",
+                      no_args_is_help=True)
+app.add_typer(hea_app, name="hea")
+
+
+@hea_app.command("describe")
+def hea_describe(
+    composition: str = typer.Argument(..., help="Alloy, e.g. CoCrFeMnNi or Al0.5CoCrFeNi."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
+) -> None:
+    """δ, ΔH_mix, ΔS_mix, Ω, VEC, and each evidence source's masses, belief and plausibility for a
+    single-phase solid solution, fused by Dempster's rule; the measured phase when the alloy is known."""
+    if fmt not in ("table", "json"):
+        raise usage_error(f"unknown format {fmt!r}; choose table or json")
+    comp = _parse_composition_option(composition)
+    from matflow.screening.describe import describe_composition, description_text
+
+    try:
+        info = describe_composition(comp)
+    except ValueError as exc:
+        raise usage_error(str(exc)) from None
+    if fmt == "json":
+        import json
+
+        typer.echo(json.dumps(info, indent=1, default=float))
+    else:
+        typer.echo(description_text(info))
+
+
+def _parse_components(text: str) -> list[int]:
+    try:
+        if "-" in text:
+            lo, hi = (int(x) for x in text.split("-", 1))
+            values = list(range(lo, hi + 1))
+        else:
+            values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise usage_error(f"--components {text!r}: expected a range like 4-5 or a list like 4,6") from None
+    require(bool(values) and all(2 <= v <= 8 for v in values), "--components", text,
+            "numbers of components must be between 2 and 8")
+    return values
+
+
+@app.command()
+def screen(
+    elements: str = typer.Option(..., "--elements", "-e", help="Comma-separated elements, e.g. "
+                                 "Ti,V,Co,Ni,Mn,Cr,Fe."),
+    components: str = typer.Option("4-5", "--components", help="Numbers of components, e.g. 4-5."),
+    step: float = typer.Option(0.05, "--step", help="Concentration grid step (mole fraction)."),
+    bounds: str = typer.Option("0.05,0.35", "--bounds", help="Lowest and highest fraction of any "
+                               "element in non-equimolar candidates."),
+    top: int = typer.Option(20, "--top", help="Candidates shown in detail in the report."),
+    output: Path = typer.Option(Path("report.html"), "-o", "--output", help="HTML report."),
+    pdf: Path = typer.Option(None, "--pdf", help="Also write a PDF of the report (headless Chromium)."),
+    csv: Path = typer.Option(None, "--csv", help="Also write the full ranking as CSV."),
+) -> None:
+    """Rank candidate high-entropy alloys by Dempster–Shafer fusion of rules, experimental data,
+    element substitutability and expert knowledge, and write a report for the lab."""
+    from matflow.screening.screen import ScreeningInputError
+    from matflow.screening.screen import screen as run_screen
+
+    element_list = [e.strip() for e in elements.split(",") if e.strip()]
+    comps = _parse_components(components)
+    require_finite("--step", step, low=0.0, high=0.5, low_open=True)
+    try:
+        lo, hi = (float(x) for x in bounds.split(","))
+    except ValueError:
+        raise usage_error(f"--bounds {bounds!r}: expected two fractions, e.g. 0.05,0.35") from None
+    require_finite("--bounds", lo, low=0.0, high=1.0)
+    require_finite("--bounds", hi, low=0.0, high=1.0)
+    require(lo < hi, "--bounds", bounds, "the lower bound must be below the upper bound")
+    require(1 <= top <= 1000, "--top", top, "must be between 1 and 1000")
+    for path in (output, pdf, csv):
+        check_output(path)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with interruptible(lambda: "nothing kept: the report is written at the end"), Progress(
+            TextColumn("[bold]screen[/bold]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("", total=None)
+        try:
+            result = run_screen(element_list, components=comps, step=step, bounds=(lo, hi),
+                                equimolar=True,
+                                progress=lambda done, total: bar.update(task, completed=done, total=total))
+        except (ScreeningInputError, ValueError) as exc:
+            raise usage_error(str(exc)) from None
+    from matflow.reports.hea import render_screening_report
+
+    write_output(output, lambda path: render_screening_report(result, path, pdf_path=pdf, top=top))
+    if csv is not None:
+        write_output(csv, result.write_csv)
+    table = result.table
+    console.print(f"ranked {len(table)} candidate(s); report: {output}"
+                  + (f", PDF: {pdf}" if pdf else "") + (f", CSV: {csv}" if csv else ""), highlight=False)
+    head = table.head(min(top, 10))
+    for _, row in head.iterrows():
+        known = f"  measured {row['known_phase']}" if row.get("known_phase") else ""
+        typer.echo(f"{int(row['rank']):>4}  {row['composition']:<40} Bel(SS) {row['bel_SS']:.2f}  "
+                   f"Pl(SS) {row['pl_SS']:.2f}  conflict {row['conflict']:.2f}  {row['predicted']}{known}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
