@@ -555,8 +555,9 @@ def sro_simulate(
     size: int = typer.Option(None, "--size", help="Cubic repeats of the conventional cell for the Monte "
                              "Carlo (default: about 2,000 atoms)."),
     a: float = typer.Option(None, "--a", help="Lattice parameter (Å); default a Zen's-law estimate."),
-    potential: str = typer.Option("chgnet", "--potential", help="Universal potential that labels the "
-                                  "training cells (see matflow.atomistic.potentials)."),
+    potential: str = typer.Option("sevenn-0", "--potential", help="Universal potential that labels the "
+                                  "training cells: sevenn-0 (default, agrees with DFT on CrCoNi), "
+                                  "chgnet, sevenn-l3i5, ..."),
     n_train: int = typer.Option(60, "--n-train", help="Training cells for the cluster expansion."),
     sweeps: int = typer.Option(200, "--sweeps", help="Production sweeps per temperature."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),

@@ -46,7 +46,7 @@ def simulation_table(result: Any, *, shell: int = 0) -> str:
         shown = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
         lines.append("energy model: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
     radius = d["shell_radii_A"][shell]
-    header = (f"{'T (K)':>7} {'E (meV/atom)':>13} {'Cv (kB/atom)':>13} {'accept':>7} "
+    header = (f"{'T (K)':>7} {'E (eV/atom)':>13} {'Cv (kB/atom)':>13} {'accept':>7} "
               + " ".join(f"{species[i] + '-' + species[j]:>14}" for i, j in pairs))
     lines += [f"Warren–Cowley α, shell {shell + 1} ({radius:.3f} Å); * outside the random 95 % band",
               header]
