@@ -1,33 +1,65 @@
 """Prefect flows for CHGNet atomistics: ``relax``, ``md``, ``phonons`` and ``label_vib_thermo``.
 
-All work happens in ``matflow.atomistic``; these flows add retries, logging of failed inputs and a
-markdown summary artifact. Runs on Prefect's ephemeral local server unless PREFECT_API_URL is set.
+All work happens in ``matflow.atomistic.batch``; these flows split the inputs into chunks of files,
+run one task per chunk (in parallel on Dask with ``flows.runners.with_settings_runner``), gather the
+chunks into the batch function's summary, and end Completed only when some structure succeeded
+(``flows.states.finish_batch``: failure table artifact, "n ok, m failed" message). Runs on Prefect's
+ephemeral local server unless PREFECT_API_URL (or MATFLOW_PREFECT_API_URL) is set.
 """
 
 from __future__ import annotations
-
-import re
 
 import flows._prefect_env  # noqa: F401  (sets Prefect defaults; must precede the prefect import)
 
 # isort: split
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect import flow, task, unmapped
+from prefect.futures import PrefectFuture
+
+from flows.runners import chunk, local_task_runner
+from flows.states import finish_batch
+from matflow.settings import get_settings
 
 
-def _report(kind: str, summary: dict, lines: list[str]) -> None:
-    logger = get_run_logger()
-    for failure in summary["failures"]:
-        logger.warning("failed %s: %s", failure["source"], failure["reason"])
-    lines = [f"# CHGNet {kind}", f"- output: `{summary['outdir']}`",
-             f"- structures: {summary['n_ok']} ok, {summary['n_failed']} failed", *lines]
-    lines += [f"- failed `{f['source']}`: {f['reason']}" for f in summary["failures"][:50]]
-    # Prefect artifact keys allow only lowercase letters, digits and dashes
-    key = re.sub(r"[^a-z0-9-]+", "-", f"chgnet-{kind}-summary".lower())
-    create_markdown_artifact("\n".join(lines), key=key,
-                             description=f"CHGNet {kind} summary")
+def _work_items(inputs: list[str]) -> list[str]:
+    """Inputs expanded to single files (directories and globs opened up), in order; an input that
+    matches nothing is kept as it is so the batch function reports it with its reason."""
+    from matflow.io import expand_inputs
+
+    paths, unmatched = expand_inputs(inputs)
+    return [str(p) for p in paths] + [f.source for f in unmatched]
+
+
+def _outdir(outdir: str | None, name: str) -> str:
+    return str(outdir) if outdir is not None else str(get_settings().run_dir / name)
+
+
+def _gather(kind: str, outdir: str, futures: list[PrefectFuture], chunks: list[list[str]]) -> dict:
+    """One summary, shaped like the batch function's, from the per-chunk task results.
+
+    A chunk whose task failed even after its retries (e.g. a killed worker) becomes one failure row
+    per input of that chunk, so the rest of the batch still counts. The chunks ran in parallel and
+    each merged its rows into ``<kind>_summary.json``; concurrent writers can drop each other's
+    rows, so the merged summary of the whole run is written once more at the end.
+    """
+    from matflow.atomistic.batch import merge_summary
+
+    results: list[dict] = []
+    failures: list[dict] = []
+    for future, items in zip(futures, chunks, strict=True):
+        future.wait()
+        state = future.state
+        if state.is_completed():
+            part = future.result()
+            results += part["results"]
+            failures += part["failures"]
+        else:
+            reason = f"task {state.name.lower()}: {state.message or 'no message'}"
+            failures += [{"source": item, "reason": reason} for item in items]
+    sources = {row["source"] for row in results} | {row["source"] for row in failures}
+    folders = {row["folder"] for row in results if "folder" in row}
+    return merge_summary(kind, Path(outdir), results, failures, folders, sources)
 
 
 @task(name="chgnet-relax", retries=1, retry_delay_seconds=5)
@@ -37,18 +69,23 @@ def relax_task(inputs: list[str], outdir: str, options: dict) -> dict:
     return relax_files(inputs, outdir, **options)
 
 
-@flow(name="relax", log_prints=True)
-def relax(inputs: list[str], outdir: str = "relax_out", fmax_eV_per_A: float = 0.05,
+@flow(name="relax", log_prints=True, task_runner=local_task_runner())
+def relax(inputs: list[str], outdir: str | None = None, fmax_eV_per_A: float = 0.05,
           relax_cell: bool = True, optimizer: str = "FIRE", max_steps: int = 500,
-          pressure_GPa: float = 0.0) -> dict:
-    """Relax positions (and the cell) of every input structure with CHGNet."""
-    summary = relax_task(list(inputs), outdir, dict(
-        fmax_eV_per_A=fmax_eV_per_A, relax_cell=relax_cell, optimizer=optimizer,
-        max_steps=max_steps, pressure_GPa=pressure_GPa))
-    _report("relax", summary, [
+          pressure_GPa: float = 0.0, chunk_size: int | None = None):
+    """Relax positions (and the cell) of every input structure with CHGNet, one task per chunk of
+    input files (``chunk_size`` files; None = about 4 chunks per worker). ``outdir`` defaults to
+    ``<run_dir>/relax_out``."""
+    outdir = _outdir(outdir, "relax_out")
+    chunks = chunk(_work_items(list(inputs)), chunk_size)
+    options = dict(fmax_eV_per_A=fmax_eV_per_A, relax_cell=relax_cell, optimizer=optimizer,
+                   max_steps=max_steps, pressure_GPa=pressure_GPa)
+    futures = relax_task.map(chunks, unmapped(outdir), unmapped(options)) if chunks else []
+    summary = _gather("relax", outdir, list(futures), chunks)
+    return finish_batch("chgnet-relax", summary, [
         f"- `{r['source']}`: {r['final_energy_eV_per_atom']:.4f} eV/atom, V {r['initial_volume_A3']:.2f}"
-        f" → {r['final_volume_A3']:.2f} Å³, converged={r['converged']}" for r in summary["results"]])
-    return summary
+        f" → {r['final_volume_A3']:.2f} Å³, converged={r['converged']}" for r in summary["results"]],
+        title="CHGNet relax")
 
 
 @task(name="chgnet-md", retries=1, retry_delay_seconds=5)
@@ -65,23 +102,31 @@ def md_task(inputs: list[str], outdir: str, settings: dict, analyze: bool,
                     restart=restart and first_attempt)
 
 
-@flow(name="md", log_prints=True)
-def md(inputs: list[str], outdir: str = "md_out", ensemble: str = "nvt", temperature_K: float = 300.0,
-       n_steps: int = 1000, timestep_fs: float | None = None, thermostat: str = "nose-hoover",
-       barostat: str = "mtk", pressure_GPa: float = 0.0, traj_every: int = 1,
-       checkpoint_every: int = 10, seed: int = 0, analyze: bool = True,
-       restart: bool = False) -> dict:
+@flow(name="md", log_prints=True, task_runner=local_task_runner())
+def md(inputs: list[str], outdir: str | None = None, ensemble: str = "nvt",
+       temperature_K: float = 300.0, n_steps: int = 1000, timestep_fs: float | None = None,
+       thermostat: str = "nose-hoover", barostat: str = "mtk", pressure_GPa: float = 0.0,
+       traj_every: int = 1, checkpoint_every: int = 10, seed: int = 0, analyze: bool = True,
+       restart: bool = False, chunk_size: int | None = None):
     """CHGNet MD of every input structure (kill-safe: rerunning resumes from checkpoints, a larger
-    n_steps extends finished runs; ``restart=True`` discards the runs of these inputs first)."""
+    n_steps extends finished runs; ``restart=True`` discards the runs of these inputs first).
+    One task per chunk of input files; ``outdir`` defaults to ``<run_dir>/md_out``."""
+    from matflow.atomistic.md import MDSettings
+
+    outdir = _outdir(outdir, "md_out")
     settings = dict(ensemble=ensemble, temperature_K=temperature_K, n_steps=n_steps,
                     timestep_fs=timestep_fs, thermostat=thermostat, barostat=barostat,
                     pressure_GPa=pressure_GPa, traj_every=traj_every,
                     checkpoint_every=checkpoint_every, seed=seed)
-    summary = md_task(list(inputs), outdir, settings, analyze, restart)
-    _report("md", summary, [
+    MDSettings(**settings).validate()  # bad settings fail the flow once, not once per chunk
+    chunks = chunk(_work_items(list(inputs)), chunk_size)
+    futures = (md_task.map(chunks, unmapped(outdir), unmapped(settings), unmapped(analyze),
+                           unmapped(restart)) if chunks else [])
+    summary = _gather("md", outdir, list(futures), chunks)
+    return finish_batch("chgnet-md", summary, [
         f"- `{r['source']}`: {r['n_steps']} steps, {r['n_frames']} frames, mean T "
-        f"{r['mean_temperature_K']:.0f} K, trajectory `{r['trajectory']}`" for r in summary["results"]])
-    return summary
+        f"{r['mean_temperature_K']:.0f} K, trajectory `{r['trajectory']}`" for r in summary["results"]],
+        title="CHGNet md")
 
 
 @task(name="chgnet-phonons", retries=1, retry_delay_seconds=5)
@@ -91,19 +136,22 @@ def phonons_task(inputs: list[str], outdir: str, options: dict) -> dict:
     return phonons_files(inputs, outdir, **options)
 
 
-@flow(name="phonons", log_prints=True)
-def phonons(inputs: list[str], outdir: str = "phonons_out", supercell_min_length_A: float = 10.0,
+@flow(name="phonons", log_prints=True, task_runner=local_task_runner())
+def phonons(inputs: list[str], outdir: str | None = None, supercell_min_length_A: float = 10.0,
             displacement_A: float = 0.01, relax: bool = True, t_max_K: float = 1000.0,
-            t_step_K: float = 10.0) -> dict:
-    """Phonon DOS and S_vib, Cv, F_vib(T) per atom of every input structure."""
-    summary = phonons_task(list(inputs), outdir, dict(
-        supercell_min_length_A=supercell_min_length_A, displacement_A=displacement_A, relax=relax,
-        t_max_K=t_max_K, t_step_K=t_step_K))
-    _report("phonons", summary, [
+            t_step_K: float = 10.0, chunk_size: int | None = None):
+    """Phonon DOS and S_vib, Cv, F_vib(T) per atom of every input structure, one task per chunk of
+    input files; ``outdir`` defaults to ``<run_dir>/phonons_out``."""
+    outdir = _outdir(outdir, "phonons_out")
+    chunks = chunk(_work_items(list(inputs)), chunk_size)
+    options = dict(supercell_min_length_A=supercell_min_length_A, displacement_A=displacement_A,
+                   relax=relax, t_max_K=t_max_K, t_step_K=t_step_K)
+    futures = phonons_task.map(chunks, unmapped(outdir), unmapped(options)) if chunks else []
+    summary = _gather("phonons", outdir, list(futures), chunks)
+    return finish_batch("chgnet-phonons", summary, [
         f"- `{r['source']}`: S(300 K) {r['S_300K_J_per_K_mol_atom']:.2f}, Cv(300 K) "
         f"{r['Cv_300K_J_per_K_mol_atom']:.2f} J/K/mol-atom, imaginary modes: {r['has_imaginary_modes']}"
-        for r in summary["results"]])
-    return summary
+        for r in summary["results"]], title="CHGNet phonons")
 
 
 @task(name="chgnet-vib-labels", retries=1, retry_delay_seconds=5)
@@ -151,9 +199,13 @@ def label_vib_thermo(inputs: list[str] | None = None, dataset: str | None = None
     temps = [float(t) for t in (temperatures_K or range(0, 1001, 25))]
     summary = label_task(inputs, dataset, limit, output, temps,
                          dict(supercell_min_length_A=supercell_min_length_A, relax=relax))
-    _report("vib-thermo labels", summary, [f"- table: `{summary['output']}` ({summary['n_rows']} rows)"])
-    return summary
+    return finish_batch("chgnet-vib-thermo-labels", summary,
+                        [f"- table: `{summary['output']}` ({summary['n_rows']} rows)"],
+                        title="CHGNet vib-thermo labels")
 
 
 if __name__ == "__main__":  # pragma: no cover
-    label_vib_thermo(dataset="vib_thermo_fixture", output="out/vib_thermo_labels.parquet")
+    from flows.runners import with_settings_runner
+
+    with_settings_runner(label_vib_thermo)(dataset="vib_thermo_fixture",
+                                           output="out/vib_thermo_labels.parquet")

@@ -775,5 +775,21 @@ def screen(
                    f"Pl(SS) {row['pl_SS']:.2f}  conflict {row['conflict']:.2f}  {row['predicted']}{known}")
 
 
+config_app = typer.Typer(help="matflow's settings: MATFLOW_* variables and an optional config file.",
+                         no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Each setting, its value and where it came from (default, environment variable, config file)."""
+    from matflow.settings import SettingsError, settings_report
+
+    try:
+        typer.echo(settings_report())
+    except SettingsError as exc:
+        raise usage_error(str(exc)) from None
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

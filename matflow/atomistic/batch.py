@@ -49,7 +49,7 @@ def run_folder(item: LoadedStructure, outdir: str | os.PathLike) -> Path:
     return Path(outdir) / f"{_slug(item.source)}-{structure_hash(item.structure)[:8]}"
 
 
-def _summary(kind: str, outdir: Path, ok: list[dict], failures: list[dict],
+def merge_summary(kind: str, outdir: Path, ok: list[dict], failures: list[dict],
              touched_folders: set[str], sources: set[str]) -> dict:
     """This call's summary, merged into ``<kind>_summary.json``: earlier rows are kept unless their
     folder was run again or their input was read again now (results and failures alike). Failure
@@ -115,9 +115,9 @@ def _run_batch(kind: str, inputs: Sequence[str | os.PathLike], outdir: str | os.
                 failures.append({"source": item.source, "reason": reasons[folder.name],
                                  "folder": folder.name})
     except BaseException:
-        _summary(kind, outdir, ok, failures, set(reasons), sources)
+        merge_summary(kind, outdir, ok, failures, set(reasons), sources)
         raise
-    return _summary(kind, outdir, ok, failures, set(reasons), sources)
+    return merge_summary(kind, outdir, ok, failures, set(reasons), sources)
 
 
 def relax_files(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, *,

@@ -6,7 +6,6 @@ never pays the ~1 s load more than once. Nothing here touches the network: CHGNe
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 
@@ -26,10 +25,11 @@ def resolve_device(device: str | None = None) -> str:
 
 
 def set_torch_threads(n: int | None = None) -> int:
-    """Limit torch intra-op threads (MATFLOW_TORCH_THREADS or n); small cells gain nothing from more."""
+    """Limit torch intra-op threads (n, else the torch_threads setting: MATFLOW_TORCH_THREADS or the
+    config file); small cells gain nothing from more."""
     import torch
 
-    n = n or int(os.environ.get("MATFLOW_TORCH_THREADS", "0") or 0)
+    n = n or (get_settings().torch_threads or 0)
     if n > 0:
         torch.set_num_threads(n)
     return torch.get_num_threads()

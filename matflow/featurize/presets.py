@@ -60,9 +60,10 @@ class Preset:
 
     def feature_labels(self) -> list[str]:
         """Column names, prefixed by featurizer name so two featurizers never collide."""
-        if not self._labels:
-            for spec, feat in self.build():
-                self._labels.extend(f"{spec.name}|{label}" for label in feat.feature_labels())
+        if not self._labels:  # built whole, then swapped in: safe when threads ask at once
+            labels = [f"{spec.name}|{label}" for spec, feat in self.build()
+                      for label in feat.feature_labels()]
+            self._labels[:] = labels
         return list(self._labels)
 
     def key(self) -> str:

@@ -49,7 +49,12 @@ def test_md_flow_runs_and_resumes(tmp_path):
     assert again["n_ok"] == 1
     assert again["results"][0]["n_frames"] == first["results"][0]["n_frames"]
     # other settings in the same folder are refused with a reason, not silently mixed
-    other = md(inputs=[str(cif)], outdir=str(out), n_steps=4, temperature_K=600.0, analyze=False)
+    # (that was the only input, so the flow run ends Failed: "all 1 inputs failed")
+    from flows.states import AllInputsFailed
+
+    with pytest.raises(AllInputsFailed) as info:
+        md(inputs=[str(cif)], outdir=str(out), n_steps=4, temperature_K=600.0, analyze=False)
+    other = info.value.summary
     assert other["n_failed"] == 1 and "checkpoint belongs to a run with other settings" in \
         other["failures"][0]["reason"]
 
