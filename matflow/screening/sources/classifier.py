@@ -1,0 +1,320 @@
+"""The data-driven evidence source: calibrated classifiers trained on measured phase labels.
+
+Two gradient-boosted classifiers on matminer composition features (Magpie element statistics,
+Ward et al., npj Comput. Mater. 2, 16028 (2016); stoichiometry; valence orbitals) form a hierarchy:
+P(single-phase solid solution) and P(FCC | BCC | HCP given single-phase). Both are calibrated on
+grouped inner folds (out-of-group predictions, because in-group ones are over-confident). The
+probabilities become a mass function whose ignorance grows with the distance from the nearest
+training alloy: a classifier has nothing to say about chemistry it has never seen, and Dempster–
+Shafer fusion lets the other sources speak there (Ha et al., arXiv:2502.14631, 2025).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.model_selection import GroupKFold
+from sklearn.neighbors import NearestNeighbors
+
+from matflow.screening.composition import Composition, composition_key, parse_composition
+from matflow.screening.phases import BCC, FCC, HCP, MP, N_FOCAL, OMEGA, PHASES
+from matflow.screening.sources.base import EvidenceSource
+from matflow.settings import get_settings
+
+FEATURE_SET = "hea-composition-v1"
+"""Name of the feature set; part of the disk-cache key together with the package versions."""
+
+LATTICES: tuple[str, ...] = ("FCC", "BCC", "HCP")
+_LATTICE_MASKS = (FCC, BCC, HCP)
+
+_MEMORY: dict[str, dict[str, dict[str, float]]] = {}
+
+
+def _featurizers() -> list:
+    from matminer.featurizers.composition import ElementProperty, Stoichiometry, ValenceOrbital
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [
+            ("magpie", ElementProperty.from_preset("magpie", impute_nan=False)),
+            ("stoich", Stoichiometry()),
+            ("valence", ValenceOrbital()),
+        ]
+
+
+def _feature_cache_key() -> str:
+    import matminer
+    import pymatgen.core
+
+    labels = [f"{name}|{label}" for name, feat in _featurizers() for label in feat.feature_labels()]
+    parts = [FEATURE_SET, matminer.__version__, getattr(pymatgen.core, "__version__", ""), labels]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def _featurize_one(featurizers: list, composition: Composition) -> dict[str, float]:
+    from pymatgen.core import Composition as PmgComposition
+
+    pmg = PmgComposition(composition)
+    row: dict[str, float] = {}
+    for name, feat in featurizers:
+        labels = feat.feature_labels()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                values = feat.featurize(pmg)
+        except Exception:  # matminer raises bare errors for elements without tabulated data
+            values = [np.nan] * len(labels)
+        for label, value in zip(labels, values, strict=True):
+            number = float(value) if value is not None else np.nan
+            row[f"{name}|{label}"] = number if np.isfinite(number) else np.nan
+    return row
+
+
+def composition_features(
+    compositions: Sequence[Mapping[str, float]], *, use_disk_cache: bool = True
+) -> pd.DataFrame:
+    """Matminer composition features, one row per composition (cached in memory and on disk).
+
+    The disk cache is the SQLite feature cache under the matflow cache dir, keyed by the
+    composition key and a hash of the featurizers and package versions; values are plain floats.
+    NaN marks a feature matminer has no data for (the classifier handles missing values).
+    """
+    from matflow.featurize.cache import FeatureCache
+
+    key = _feature_cache_key()
+    memory = _MEMORY.setdefault(key, {})
+    keys = [composition_key(comp) for comp in compositions]
+    missing = [k for k in dict.fromkeys(keys) if k not in memory]
+    if missing and use_disk_cache:
+        cache = FeatureCache(get_settings().cache_dir / "hea_composition_features.sqlite")
+        memory.update(cache.get_many(key, missing))
+        missing = [k for k in missing if k not in memory]
+    if missing:
+        featurizers = _featurizers()
+        computed = {k: _featurize_one(featurizers, parse_composition(k)) for k in missing}
+        memory.update(computed)
+        if use_disk_cache:
+            safe = {k: {c: (None if np.isnan(v) else v) for c, v in row.items()}
+                    for k, row in computed.items()}
+            cache.put_many(key, safe)
+    frame = pd.DataFrame([memory[k] for k in keys], index=keys, dtype=float)
+    return frame
+
+
+def hea_descriptor_features(compositions: Sequence[Mapping[str, float]]) -> pd.DataFrame | None:
+    """The classical HEA descriptors (δ, ΔH_mix, ΔS_mix, Ω, VEC, T_m) where that module is present."""
+    try:
+        from matflow.screening.descriptors import describe_many
+    except ImportError:
+        return None
+    try:
+        described = describe_many([dict(c) for c in compositions])
+    except (ValueError, KeyError):
+        return None
+    frame = pd.DataFrame(described)
+    frame = frame.drop(columns=["missing_pairs"], errors="ignore")
+    frame = frame.apply(pd.to_numeric, errors="coerce").replace([np.inf, -np.inf], np.nan)
+    frame.columns = [f"hea|{c}" for c in frame.columns]
+    frame.index = [composition_key(c) for c in compositions]
+    return frame
+
+
+def feature_matrix(
+    compositions: Sequence[Mapping[str, float]], *, use_descriptors: bool = True
+) -> pd.DataFrame:
+    features = composition_features(compositions)
+    if use_descriptors:
+        extra = hea_descriptor_features(compositions)
+        if extra is not None and len(extra) == len(features):
+            features = pd.concat([features, extra.set_axis(features.index)], axis=1)
+    return features
+
+
+class _ConstantClassifier:
+    """Stand-in when a fold has one class only: predicts the training frequencies."""
+
+    def __init__(self, classes: np.ndarray, prior: np.ndarray):
+        self.classes_ = classes
+        self.prior_ = prior
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return np.tile(self.prior_, (len(X), 1))
+
+
+def _group_splits(groups: np.ndarray, y: np.ndarray, n_splits: int) -> tuple[list | None, bool]:
+    """Grouped folds whose training part holds every class; and whether they still partition
+    the rows (needed to calibrate one model on out-of-fold predictions)."""
+    n_groups = len(np.unique(groups))
+    k = min(n_splits, n_groups)
+    if k < 2:
+        return None, False
+    splits = []
+    for train, test in GroupKFold(k).split(np.zeros(len(y)), y, groups):
+        if len(np.unique(y[train])) == len(np.unique(y)):
+            splits.append((train, test))
+    return (splits or None), len(splits) == k
+
+
+class DataSource(EvidenceSource):
+    """Evidence learned from measured labels, with ignorance that grows away from the data.
+
+    Parameters: ``n_calibration_splits`` grouped inner folds whose out-of-group predictions
+    calibrate the classifiers (isotonic when the training set has >= 1000 rows, sigmoid below); ``max_iter``/``learning_rate`` of the
+    HistGradientBoosting classifiers; ``distance_scale`` the composition distance (half the L1
+    distance of mole fractions, 0..1) at which confidence falls by 1/e; ``max_confidence`` the
+    largest share of mass committed to specific phases (the rest stays on Ω).
+    """
+
+    name: ClassVar[str] = "data"
+
+    def __init__(
+        self,
+        n_calibration_splits: int = 3,
+        max_iter: int = 150,
+        learning_rate: float = 0.1,
+        distance_scale: float = 1.0,
+        max_confidence: float = 0.95,
+        use_descriptors: bool = True,
+        random_state: int = 0,
+    ):
+        self.n_calibration_splits = n_calibration_splits
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.distance_scale = distance_scale
+        self.max_confidence = max_confidence
+        self.use_descriptors = use_descriptors
+        self.random_state = random_state
+
+    def _check_params(self) -> None:
+        if not 0 < self.max_confidence <= 1:
+            raise ValueError(f"max_confidence {self.max_confidence}: must be in (0, 1]")
+        if not self.distance_scale > 0:
+            raise ValueError(f"distance_scale {self.distance_scale}: must be > 0")
+
+    def _classifier(self, y: np.ndarray, X: np.ndarray, groups: np.ndarray):
+        classes, counts = np.unique(y, return_counts=True)
+        if len(classes) < 2:
+            return _ConstantClassifier(classes, np.ones(1))
+        base = HistGradientBoostingClassifier(
+            max_iter=self.max_iter,
+            learning_rate=self.learning_rate,
+            random_state=self.random_state,
+            class_weight=None,
+        )
+        splits, partition = _group_splits(groups, y, self.n_calibration_splits)
+        if splits is None or len(y) < 20:
+            return _ConstantClassifier(classes, counts / counts.sum())
+        method = "isotonic" if len(y) >= 1000 else "sigmoid"
+        # ensemble=False: one model on all rows, calibrated on its out-of-group predictions (an
+        # ensemble of fold models each sees a third less data and ranks worse); it needs folds
+        # that partition the rows, else the fold models are averaged
+        model = CalibratedClassifierCV(base, method=method, cv=splits, ensemble=not partition)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(X, y)
+        return model
+
+    def fit(self, compositions: Sequence[Composition], phases: Sequence[str]) -> DataSource:
+        self._check_params()
+        comps = [parse_composition(c) for c in compositions]
+        labels = np.asarray([str(p) for p in phases])
+        if len(comps) != len(labels):
+            raise ValueError(
+                f"compositions ({len(comps)}) and phases ({len(labels)}): lengths differ"
+            )
+        unknown = sorted(set(labels) - set(PHASES))
+        if unknown:
+            raise ValueError(f"phases: unknown labels {unknown}, expected {PHASES}")
+        features = feature_matrix(comps, use_descriptors=self.use_descriptors)
+        self.feature_names_ = list(features.columns)
+        X = features.to_numpy(dtype=float)
+        groups = np.asarray(["-".join(c) for c in comps])
+        single = labels != "MP"
+        self.single_phase_model_ = self._classifier(single.astype(int), X, groups)
+        self.lattice_model_ = self._classifier(labels[single], X[single], groups[single])
+        self.vocabulary_ = sorted({el for c in comps for el in c})
+        self._train_fractions_ = self._fractions(comps)
+        self.neighbours_ = NearestNeighbors(n_neighbors=1, metric="manhattan").fit(
+            self._train_fractions_
+        )
+        self.train_keys_ = [composition_key(c) for c in comps]
+        self.train_phases_ = labels
+        return self
+
+    def _fractions(self, comps: Sequence[Composition]) -> np.ndarray:
+        index = {el: i for i, el in enumerate(self.vocabulary_)}
+        out = np.zeros((len(comps), len(index)))
+        for row, comp in enumerate(comps):
+            for el, x in comp.items():
+                if el in index:
+                    out[row, index[el]] = x
+        return out
+
+    def _probabilities(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        model = self.single_phase_model_
+        proba = model.predict_proba(X)
+        classes = list(model.classes_)
+        p_single = proba[:, classes.index(1)] if 1 in classes else np.zeros(len(X))
+        if isinstance(model, _ConstantClassifier):
+            p_single = np.full(len(X), 1.0 if classes == [1] else 0.0)
+            if len(model.prior_) == 2:
+                p_single = np.full(len(X), model.prior_[1])
+        lattice = np.zeros((len(X), len(LATTICES)))
+        lat_model = self.lattice_model_
+        lat_proba = lat_model.predict_proba(X)
+        for j, cls in enumerate(lat_model.classes_):
+            lattice[:, LATTICES.index(str(cls))] = lat_proba[:, j]
+        lattice /= np.clip(lattice.sum(axis=1, keepdims=True), 1e-12, None)
+        return np.clip(p_single, 0.0, 1.0), lattice
+
+    def distance_to_training(self, compositions: Sequence[Composition]) -> tuple[np.ndarray, np.ndarray]:
+        """Half-L1 composition distance (0..1) to the nearest training alloy, and that alloy's index."""
+        comps = [parse_composition(c) for c in compositions]
+        fractions = self._fractions(comps)
+        outside = 1.0 - fractions.sum(axis=1)  # mole fraction of elements never seen in training
+        dist, idx = self.neighbours_.kneighbors(fractions)
+        return np.clip((dist[:, 0] + outside) / 2.0, 0.0, 1.0), idx[:, 0]
+
+    def confidence(self, distance: np.ndarray) -> np.ndarray:
+        return self.max_confidence * np.exp(-np.asarray(distance) / self.distance_scale)
+
+    def masses(self, compositions: Sequence[Composition]) -> np.ndarray:
+        comps = [parse_composition(c) for c in compositions]
+        n = len(comps)
+        out = np.zeros((n, N_FOCAL))
+        if n == 0:
+            return out
+        X = feature_matrix(comps, use_descriptors=self.use_descriptors)
+        X = X.reindex(columns=self.feature_names_).to_numpy(dtype=float)
+        p_single, lattice = self._probabilities(X)
+        distance, _ = self.distance_to_training(comps)
+        conf = self.confidence(distance)
+        out[:, MP] = conf * (1.0 - p_single)
+        for j, mask in enumerate(_LATTICE_MASKS):
+            out[:, mask] = conf * p_single * lattice[:, j]
+        out[:, OMEGA] += 1.0 - conf
+        return out
+
+    def explain(self, composition: Composition) -> dict[str, Any]:
+        comp = parse_composition(composition)
+        X = feature_matrix([comp], use_descriptors=self.use_descriptors)
+        X = X.reindex(columns=self.feature_names_).to_numpy(dtype=float)
+        p_single, lattice = self._probabilities(X)
+        distance, idx = self.distance_to_training([comp])
+        return {
+            "p_single_phase": round(float(p_single[0]), 4),
+            **{f"p_{lat}_given_ss": round(float(lattice[0, j]), 4) for j, lat in enumerate(LATTICES)},
+            "confidence": round(float(self.confidence(distance)[0]), 4),
+            "distance_to_nearest": round(float(distance[0]), 4),
+            "nearest_training_alloy": self.train_keys_[int(idx[0])],
+            "nearest_training_phase": str(self.train_phases_[int(idx[0])]),
+            "n_training": len(self.train_keys_),
+        }
