@@ -311,7 +311,7 @@ def main(argv=None) -> dict:
             "quick": args.quick, "rule": args.rule, "n_rows": int(len(labels)),
             "n_groups": int(len(np.unique(groups))), "loeo_elements": loeo_elements,
             "trees": args.trees, "n_jobs": args.n_jobs, "inner_splits": 3,
-            "labels_file": str(default_labels_path()),
+            "labels_file": str(default_labels_path().relative_to(default_labels_path().parents[2])),
             "labels_sha256": file_sha256(default_labels_path()),
         },
         "versions": _versions(),

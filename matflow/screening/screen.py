@@ -273,7 +273,10 @@ def _data_files() -> list[dict[str, str]]:
     experts = default_labels_path().parent.parent / "hea_dst_ha2025" / "AI_experts_knowledge.csv"
     if experts.is_file():
         files.append(experts)
-    return [{"path": str(p), "sha256": file_sha256(p)} for p in files if p.is_file()]
+    data_dir = default_labels_path().parent.parent
+    # paths relative to the data folder: a report names the data set, not the machine it ran on
+    return [{"path": f"data/{p.relative_to(data_dir)}" if p.is_relative_to(data_dir) else str(p),
+             "sha256": file_sha256(p)} for p in files if p.is_file()]
 
 
 def load_validation(path: str | Path = VALIDATION_FILE) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import warnings
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,7 +39,9 @@ _LATTICE_MASKS = (FCC, BCC, HCP)
 _MEMORY: dict[str, dict[str, dict[str, float]]] = {}
 
 
+@lru_cache(maxsize=1)
 def _featurizers() -> list:
+    """Built once per process: matminer's Magpie tables take ~0.1 s to load each time."""
     from matminer.featurizers.composition import ElementProperty, Stoichiometry, ValenceOrbital
 
     with warnings.catch_warnings():
@@ -50,6 +53,7 @@ def _featurizers() -> list:
         ]
 
 
+@lru_cache(maxsize=1)
 def _feature_cache_key() -> str:
     import matminer
     import pymatgen.core
