@@ -12,8 +12,10 @@ import flows._prefect_env  # noqa: F401  (sets Prefect defaults; must precede th
 import json
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
+
+from flows.states import finish_batch
 
 
 @task(name="sro-simulate", retries=1, retry_delay_seconds=5)
@@ -64,15 +66,9 @@ def sro_analyze(inputs: list[str], lattice: str | None = None, a: float | None =
                    type_map=type_map)
     futures = [analyze_task.submit(p, options) for p in inputs]
     records = [r for f in futures for r in f.result()]
-    failures = [r for r in records if not r.get("ok")]
-    logger = get_run_logger()
-    for r in failures:
-        logger.warning("failed %s: %s", r["file"], r["reason"])
     good = [r for r in records if r.get("ok")]
-    create_markdown_artifact(
-        "# Short-range order analysis\n"
-        f"- configurations: {len(good)} ok, {len(failures)} failed\n"
-        + "".join(f"- failed `{r['file']}`: {r['reason']}\n" for r in failures[:50])
-        + ("\n```\n" + format_table(good) + "\n```" if good else ""),
-        key="sro-analysis", description="Warren–Cowley analysis")
-    return {"n_ok": len(good), "n_failed": len(failures), "records": records}
+    failures = [{"source": f"{r['file']}" + ("" if r.get("frame") is None else f"@{r['frame']}"),
+                 "reason": r["reason"]} for r in records if not r.get("ok")]
+    summary = {"n_ok": len(good), "n_failed": len(failures), "failures": failures, "records": records}
+    lines = ["", "```", format_table(good), "```"] if good else []
+    return finish_batch("sro-analysis", summary, lines, title="Short-range order analysis")

@@ -101,3 +101,21 @@ def plot_simulation(result: Any, folder: str | os.PathLike) -> list[Path]:
         coldest = int(np.argmin(temps))
         paths.append(plot_motifs(stats[coldest], folder / f"motifs_{temps[coldest]:.0f}K.png"))
     return paths
+
+
+def plot_analysis(records: list[dict], folder: str | os.PathLike) -> list[Path]:
+    """α against shell distance with the random band, one plot per analysed configuration."""
+    import re
+
+    from matflow.sro.plots import plot_alpha_vs_shell
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for rec in records:
+        if not rec.get("ok"):
+            continue
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(rec["file"])).name)
+        paths.append(plot_alpha_vs_shell(rec["warren_cowley"],
+                                         folder / f"{stem}_frame{rec['frame']}_alpha_vs_shell.png"))
+    return paths
