@@ -69,8 +69,41 @@ def _cold_predict(metrics: dict) -> float | dict | None:
     return _number(value)
 
 
+GENERATOR_FORMATS = {"matflow-cdvae": "generated crystals (CDVAE)"}
+"""Registry formats of models that generate structures rather than predict a property."""
+
+
+def _generator_info(name: str, version: str, root: Path | None) -> ModelVersionInfo | None:
+    """A generator's entry (its weights' checksum checked), or None for a property model."""
+    import hashlib
+    import json
+
+    from matflow.ml.registry import _models_dir
+
+    folder = _models_dir(root) / name / version
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    kind = GENERATOR_FORMATS.get(manifest.get("format")) if isinstance(manifest, dict) else None
+    if kind is None:
+        return None
+    weights = manifest.get("weights") or {}
+    path = folder / str(weights.get("file", ""))
+    if not path.is_file():
+        return ModelVersionInfo(name, version, "broken", reason=f"missing weights file {path.name!r}")
+    if hashlib.sha256(path.read_bytes()).hexdigest() != weights.get("sha256"):
+        return ModelVersionInfo(name, version, "broken", reason="weights do not match their sha256")
+    return ModelVersionInfo(name, version, "ok", targets=[{"name": kind, "unit": "", "n_outputs": 0}],
+                            preset="none (generator)", needs_chgnet=False)
+
+
 def _version_info(name: str, version: str, root: Path | None) -> ModelVersionInfo:
     from matflow.ml.registry import ModelLoadError, PresetMismatchWarning, load
+
+    generator = _generator_info(name, version, root)
+    if generator is not None:
+        return generator
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PresetMismatchWarning)

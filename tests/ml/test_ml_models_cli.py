@@ -37,7 +37,11 @@ def test_shipped_registry_table(monkeypatch):
     assert res.exit_code == EXIT_OK, res.output
     header, rows, notes = _table_rows(res.stdout)
     assert header == list(COLUMNS)
-    assert {("matbench_phonons", v) for v in ("v5", "v6")} | {("alexandria_cv300", "v2")} == set(rows)
+    assert {("matbench_phonons", v) for v in ("v5", "v6")} | {("alexandria_cv300", "v2"),
+                                                             ("cdvae-perov5", "v1")} == set(rows)
+    # a structure generator is listed as such, with its weights checked, and no property metrics
+    assert rows.pop(("cdvae-perov5", "v1"))[2:6] == ["ok", "generated crystals (CDVAE)",
+                                                      "none (generator)", "no"]
     for (name, version), row in rows.items():
         manifest = _manifest(name, version)
         target = manifest["targets"][0]
