@@ -36,11 +36,12 @@ from sklearn.utils.validation import check_is_fitted
 from matflow.evidence import combine, discount_by_reliability, pignistic
 from matflow.screening.composition import parse_composition
 from matflow.screening.phases import OMEGA
-from matflow.screening.sources.base import Composition, EvidenceSource
+from matflow.screening.sources.base import Composition
 from matflow.screening.sources.substitutability import (
     NOT_SUBST,
     SUBST,
     SUBSTITUTABILITY_FRAME,
+    AnalogySource,
     Pair,
     SourceInputError,
     SwapIndex,
@@ -132,7 +133,7 @@ def fit_reliability(p_substitutable: np.ndarray, shared_outcome: np.ndarray,
     return float(grid[best]), float(errors[best])
 
 
-class ExpertKnowledgeSource(EvidenceSource):
+class ExpertKnowledgeSource(AnalogySource):
     """Phase evidence by analogy through language-model expert substitutability.
 
     path: expert table (default: the bundled one). tolerance, strength: as in
@@ -242,13 +243,6 @@ class ExpertKnowledgeSource(EvidenceSource):
         """Bel(a and b not substitutable); 0 outside the table."""
         m = self.pair_masses_.get(pair_of(a, b))
         return 0.0 if m is None else float(m[NOT_SUBST])
-
-    def masses(self, compositions: Sequence[Composition]) -> np.ndarray:
-        check_is_fitted(self, "index_")
-        parsed = [parse_composition(comp) for comp in compositions]
-        fused, _, _ = analogy_masses(self.index_, parsed, self.belief, self.strength,
-                                   self.max_pools)
-        return fused
 
     def explain(self, composition: Composition) -> dict[str, Any]:
         check_is_fitted(self, "index_")

@@ -244,7 +244,22 @@ def describe_analogues(index: SwapIndex, used: list[tuple[Analogue, float]],
     return rows[:limit]
 
 
-class SubstitutabilitySource(EvidenceSource):
+class AnalogySource(EvidenceSource):
+    """Phase masses by analogy with known alloys one substitutable swap away; subclasses say how
+    substitutable two elements are (``belief``) and hold ``index_``, ``strength``, ``max_pools``."""
+
+    def belief(self, a: str, b: str) -> float:
+        raise NotImplementedError
+
+    def masses(self, compositions: Sequence[Composition]) -> np.ndarray:
+        check_is_fitted(self, "index_")
+        parsed = [parse_composition(comp) for comp in compositions]
+        fused, _, _ = analogy_masses(self.index_, parsed, self.belief, self.strength,
+                                   self.max_pools)
+        return fused
+
+
+class SubstitutabilitySource(AnalogySource):
     """Phase evidence by analogy with known alloys one substitutable swap away.
 
     tolerance: largest mole-fraction difference for two alloys to match (0.02 = 2 at.%).
@@ -297,13 +312,6 @@ class SubstitutabilitySource(EvidenceSource):
     def belief(self, a: str, b: str) -> float:
         """Bel(a and b substitutable): the mass committed to 'substitutable' alone."""
         return float(self.pair_mass_of(a, b)[SUBST])
-
-    def masses(self, compositions: Sequence[Composition]) -> np.ndarray:
-        check_is_fitted(self, "index_")
-        parsed = [parse_composition(comp) for comp in compositions]
-        fused, _, _ = analogy_masses(self.index_, parsed, self.belief, self.strength,
-                                   self.max_pools)
-        return fused
 
     def explain(self, composition: Composition) -> dict[str, Any]:
         check_is_fitted(self, "index_")
