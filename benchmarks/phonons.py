@@ -1,4 +1,5 @@
-"""Validate CHGNet + phonopy vibrational thermodynamics against DFT phonon data.
+"""Validate a universal potential (CHGNet by default, ``--potential``) + phonopy vibrational
+thermodynamics against DFT phonon data. (``benchmarks/potentials_phonons.py`` compares potentials.)
 
 (a) ``--fixture``: the 5-material DFPT fixture (Petretto et al. 2018 via MODNet): S and Cv at 305 K,
     MAE per atom (J K⁻¹ mol⁻¹ per mole of atoms) -> benchmarks/results/phonons_fixture.json
@@ -159,6 +160,7 @@ def main() -> None:
     ap.add_argument("--no-relax", action="store_true", help="use the input geometry as is")
     ap.add_argument("--tag", default="", help="suffix of the Alexandria results file name")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--potential", default="chgnet", help="a load_potential name")
     args = ap.parse_args()
     if args.merge_shards:
         summary = merge_shards(args.tag, args.merge_shards)["Cv_300K"]
@@ -167,12 +169,14 @@ def main() -> None:
     set_torch_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     calc = PhononCalc(supercell_min_length_A=args.supercell_min_length, fmax_eV_per_A=args.fmax,
-                      relax_max_steps=args.relax_max_steps, relax=not args.no_relax, t_min_K=0, t_max_K=1000, t_step_K=5)
-    meta = {"settings": calc.settings, "versions": package_versions(), "model": "CHGNet 0.3.0",
+                      relax_max_steps=args.relax_max_steps, relax=not args.no_relax, t_min_K=0,
+                      t_max_K=1000, t_step_K=5, potential=args.potential)
+    meta = {"settings": calc.settings, "versions": package_versions(), "model": calc.model,
+            "potential": calc.potential_provenance,
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores "
                        f"shared with other jobs, {args.threads} torch threads, no GPU",
             "notes": ("input (DFT) geometry used as is" if args.no_relax else
-                      "structures relaxed with CHGNet (positions+cell)")
+                      f"structures relaxed with {calc.model} (positions+cell)")
                      + " before phonopy finite displacements; imaginary modes excluded from S and Cv "
                        "and counted; timings on a 2-core machine shared with other jobs (the 1-min "
                        "load average after each material is recorded)."}

@@ -359,6 +359,39 @@ def _atomistic_exit(summary: dict) -> None:
     raise typer.Exit(EXIT_PARTIAL if summary["n_failed"] else EXIT_OK)
 
 
+def _potential_option(what: str):
+    return typer.Option("chgnet", "--potential", help=f"Universal potential for the {what}: chgnet "
+                        "(default), sevenn-0, sevenn-l3i5, ... (see `matflow potentials`).")
+
+
+def _check_potential(potential: str) -> str:
+    """The canonical potential name, or a one-line usage error (exit 2) listing the valid ones."""
+    from matflow.atomistic.potentials import UnknownPotentialError, canonical_name
+
+    try:
+        return canonical_name(potential)
+    except UnknownPotentialError as exc:
+        raise usage_error(f"--potential: {exc}") from None
+
+
+@app.command()
+def potentials(
+    as_json: bool = typer.Option(False, "--json", help="Print the cards as JSON."),
+) -> None:
+    """List the universal potentials usable offline, one card each: name, model, package version,
+    training data, licence."""
+    from matflow.atomistic.cards import card_line, potential_cards
+
+    cards = potential_cards()
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(cards, indent=1))
+    else:
+        for card in cards:
+            typer.echo(card_line(card))
+
+
 @app.command()
 def relax(
     inputs: list[str] = typer.Argument(..., help="Structure files, directories or glob patterns."),
@@ -369,10 +402,13 @@ def relax(
     optimizer: str = typer.Option("FIRE", "--optimizer", help="FIRE, BFGS or LBFGS."),
     max_steps: int = typer.Option(500, "--max-steps", help="Optimiser steps."),
     pressure: float = typer.Option(0.0, "--pressure", help="External pressure (GPa)."),
+    potential: str = _potential_option("forces and stress"),
 ) -> None:
-    """Relax positions and cell with CHGNet; writes relaxed.cif and relax.json per structure."""
+    """Relax positions and cell with a universal potential (CHGNet by default); writes relaxed.cif
+    and relax.json (with the potential's provenance) per structure."""
     from matflow.atomistic.batch import relax_files
 
+    potential = _check_potential(potential)
     if optimizer not in ("FIRE", "BFGS", "LBFGS"):
         raise usage_error(f"unknown optimizer {optimizer!r}; choose FIRE, BFGS or LBFGS")
     require_finite("--fmax", fmax, low=0.0, high=10.0, low_open=True)
@@ -384,6 +420,7 @@ def relax(
         task = bar.add_task("", total=None)
         summary = relax_files(inputs, outdir, fmax_eV_per_A=fmax, relax_cell=not fixed_cell,
                               optimizer=optimizer, max_steps=max_steps, pressure_GPa=pressure,
+                              potential=potential,
                               on_start=lambda src: bar.update(task, description=src, advance=1))
     for r in summary["results"]:
         typer.echo(f"{r['source']}: E = {r['final_energy_eV_per_atom']:.4f} eV/atom, "
@@ -412,9 +449,10 @@ def md(
     no_analysis: bool = typer.Option(False, "--no-analysis", help="Skip RDF/MSD analysis and plots."),
     restart: bool = typer.Option(False, "--restart",
                                  help="discard existing runs in OUTDIR for these inputs and start over"),
+    potential: str = _potential_option("forces"),
 ) -> None:
-    """CHGNet molecular dynamics; kill-safe (rerun the same command to resume, with more --steps to
-    extend a finished run)."""
+    """Molecular dynamics with a universal potential (CHGNet by default); kill-safe (rerun the same
+    command to resume, with more --steps to extend a finished run)."""
     from matflow.atomistic.batch import md_files
     from matflow.atomistic.md import MDSettings
 
@@ -426,6 +464,7 @@ def md(
         settings.validate()
     except ValueError as exc:
         raise usage_error(str(exc)) from None
+    potential = _check_potential(potential)
     apply_max_sites(max_sites)
     check_output(outdir, "dir")
     kept = (f"trajectories and checkpoints up to the last completed step are kept in {outdir}; "
@@ -437,7 +476,7 @@ def md(
             bar.update(task, description=src, completed=0)
 
         summary = md_files(inputs, outdir, settings, analyze=not no_analysis, restart=restart,
-                           on_start=on_start,
+                           on_start=on_start, potential=potential,
                            progress=lambda src, step, n: bar.update(task, completed=step))
     for r in summary["results"]:
         line = (f"{r['source']}: {r['n_steps']} steps x {r['timestep_fs']} fs, {r['n_frames']} frames, "
@@ -459,10 +498,13 @@ def phonons(
     no_relax: bool = typer.Option(False, "--no-relax", help="Use the input geometry as is."),
     t_max: float = typer.Option(1000.0, "--t-max", help="Highest temperature (K)."),
     t_step: float = typer.Option(10.0, "--t-step", help="Temperature step (K)."),
+    potential: str = _potential_option("forces"),
 ) -> None:
-    """Phonons (phonopy on CHGNet forces): S_vib, Cv, F_vib(T) per atom; imaginary modes flagged."""
+    """Phonons (phonopy on a universal potential's forces, CHGNet by default): S_vib, Cv, F_vib(T)
+    per atom; imaginary modes flagged."""
     from matflow.atomistic.batch import phonons_files
 
+    potential = _check_potential(potential)
     require_finite("--supercell-min-length", supercell, low=0.0, high=60.0, low_open=True)
     require_finite("--displacement", displacement, low=0.0, high=0.2, low_open=True)
     require_finite("--t-max", t_max, low=0.0, high=5000.0, low_open=True)
@@ -473,7 +515,7 @@ def phonons(
         task = bar.add_task("", total=None)
         summary = phonons_files(inputs, outdir, supercell_min_length_A=supercell,
                                 displacement_A=displacement, relax=not no_relax, t_max_K=t_max,
-                                t_step_K=t_step,
+                                t_step_K=t_step, potential=potential,
                                 on_start=lambda src: bar.update(task, description=src, advance=1))
     for r in summary["results"]:
         flag = " [IMAGINARY MODES: dynamically unstable]" if r["has_imaginary_modes"] else ""

@@ -122,7 +122,9 @@ def _run_batch(kind: str, inputs: Sequence[str | os.PathLike], outdir: str | os.
 
 def relax_files(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, *,
                 on_start: Callable[[str], None] | None = None, **options) -> dict:
-    """Relax every structure; writes ``<name>/relaxed.cif`` and ``<name>/relax.json``."""
+    """Relax every structure; writes ``<name>/relaxed.cif`` and ``<name>/relax.json``.
+
+    ``options`` are RelaxCalc's, ``potential`` among them (a ``load_potential`` name)."""
     from pymatgen.core import Structure
 
     from matflow.atomistic.relax import RelaxCalc
@@ -133,8 +135,9 @@ def relax_files(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, 
         res = calc().relax(item.structure, source=item.source, trajectory=folder / "relax.traj")
         Structure.from_dict(res.structure).to(filename=str(folder / "relaxed.cif"))
         (folder / "relax.json").write_text(json.dumps(res.to_dict(), indent=1))
-        return ({k: v for k, v in res.to_dict().items() if k not in ("structure", "versions")}
-                | {"output": str(folder)})
+        return ({k: v for k, v in res.to_dict().items()
+                 if k not in ("structure", "versions", "potential")}
+                | {"output": str(folder), "potential": res.potential.get("name")})
 
     return _run_batch("relax", inputs, outdir, run_one, on_start, prepare=calc)
 
@@ -142,17 +145,19 @@ def relax_files(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, 
 def md_files(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, settings=None, *,
              analyze: bool = True, restart: bool = False,
              progress: Callable[[str, int, int], None] | None = None,
-             on_start: Callable[[str], None] | None = None) -> dict:
-    """MD for every structure in its ``run_folder`` plus analysis plots.
+             on_start: Callable[[str], None] | None = None, potential: str = "chgnet") -> dict:
+    """MD for every structure in its ``run_folder`` plus analysis plots, with ``potential``.
 
     A run found there is resumed, returned as is when finished, or extended when ``settings`` asks
     for more steps (see ``run_md``); ``restart=True`` discards it (and its analysis) first.
     """
     from matflow.atomistic.analysis import analyze_trajectory
     from matflow.atomistic.md import MDSettings, run_md
+    from matflow.atomistic.potentials import canonical_name
 
     settings = settings or MDSettings()
     settings.validate()
+    potential = canonical_name(potential)  # an unknown name fails the call, not every structure
 
     def run_one(item, folder: Path) -> dict:
         cb = (lambda step, n, src=item.source: progress(src, step, n)) if progress else None
@@ -164,11 +169,13 @@ def md_files(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, set
 
         if restart:
             drop_analysis()
-        res = run_md(item.structure, folder, settings, progress=cb, restart=restart)
+        res = run_md(item.structure, folder, settings, progress=cb, restart=restart,
+                     potential=potential)
         if report_path.exists() and report_path.stat().st_mtime < Path(res.trajectory).stat().st_mtime:
             drop_analysis()  # analysis of a shorter trajectory than the one now there
         row = {k: v for k, v in res.to_dict().items() if k not in ("versions", "settings")}
         row["source"] = item.source
+        row["potential"] = (res.potential or {}).get("name") or potential
         if analyze:
             report = analyze_trajectory(res.trajectory, folder / "analysis")
             report_path.write_text(json.dumps(report, indent=1, default=float))
@@ -181,7 +188,9 @@ def md_files(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, set
 
 def phonons_files(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, *,
                   on_start: Callable[[str], None] | None = None, **options) -> dict:
-    """Phonons for every structure; writes ``<name>/phonons.json`` (DOS, S, Cv, F on the T grid)."""
+    """Phonons for every structure; writes ``<name>/phonons.json`` (DOS, S, Cv, F on the T grid).
+
+    ``options`` are PhononCalc's, ``potential`` among them (a ``load_potential`` name)."""
     from matflow.atomistic.phonons import PhononCalc
 
     calc = functools.cache(lambda: PhononCalc(**options))  # built only when a structure is good
@@ -195,6 +204,7 @@ def phonons_files(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike
                 "Cv_300K_J_per_K_mol_atom": at300["Cv_J_per_K_mol_atom"],
                 "F_300K_kJ_per_mol_atom": at300["F_kJ_per_mol_atom"],
                 "has_imaginary_modes": res.has_imaginary_modes,
-                "min_frequency_THz": res.min_frequency_THz, "wall_time_s": res.wall_time_s}
+                "min_frequency_THz": res.min_frequency_THz, "wall_time_s": res.wall_time_s,
+                "potential": res.potential.get("name")}
 
     return _run_batch("phonons", inputs, outdir, run_one, on_start, prepare=calc)

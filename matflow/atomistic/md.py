@@ -209,6 +209,7 @@ class MDResult:
     input_hash: str
     model: str
     versions: dict = field(default_factory=package_versions)
+    potential: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -377,7 +378,8 @@ def _finished_result(workdir: Path, step: int, input_hash: str) -> MDResult | No
     except (OSError, ValueError):
         return None
     names = {f for f in MDResult.__dataclass_fields__}
-    if data.get("n_steps") != step or data.get("input_hash") != input_hash or not names <= set(data):
+    required = names - {"potential"}  # results written before the potential was recorded lack it
+    if data.get("n_steps") != step or data.get("input_hash") != input_hash or not required <= set(data):
         return None
     return MDResult(**{k: v for k, v in data.items() if k in names})
 
@@ -392,8 +394,11 @@ def run_md(
     progress: Callable[[int, int], None] | None = None,
     stop_after_steps: int | None = None,
     model_name: str = DEFAULT_MODEL,
+    potential: str = "chgnet",
 ) -> MDResult:
-    """Run, resume or extend CHGNet MD of ``structure`` in ``workdir``; return a summary.
+    """Run, resume or extend MD of ``structure`` in ``workdir`` with a universal potential
+    (``potential``: a ``load_potential`` name; CHGNet, the default, through matflow's fast
+    calculator); return a summary.
 
     A checkpoint in ``workdir`` from a run with the same settings is resumed; if that run already
     reached ``n_steps`` its stored result is returned without computing anything; a larger
@@ -414,10 +419,12 @@ def run_md(
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
     from matflow.atomistic.fast import IsolatedAtomError, check_structure
+    from matflow.atomistic.potentials import canonical_name
     from matflow.io import StructureInputError
 
     s = settings or MDSettings()
     s.validate()
+    potential = canonical_name(potential)  # an unknown name fails before any file is touched
     t_start = time.perf_counter()
     workdir = Path(workdir)
     traj_path, ckpt_path, result_path = workdir / TRAJ_NAME, workdir / CKPT_NAME, workdir / RESULT_NAME
@@ -436,6 +443,8 @@ def run_md(
     input_hash = _atoms_hash(atoms)
     timestep_fs = s.timestep_fs or default_timestep_fs(atoms)
     settings_key = {**asdict(s), "timestep_fs": timestep_fs, "input_hash": input_hash}
+    if potential != "chgnet":  # CHGNet checkpoints predate the key; they stay resumable
+        settings_key["potential"] = potential
     workdir.mkdir(parents=True, exist_ok=True)
     if restart:
         for name in RUN_FILES:
@@ -464,7 +473,11 @@ def run_md(
             if finished is not None:
                 return finished
 
-    calc = calculator or make_calculator("fast", model_name)
+    from matflow.atomistic.relax import potential_calculator
+
+    if calculator is None and potential == "chgnet":
+        calculator = make_calculator("fast", model_name)  # keeps the fast CHGNet path
+    calc, provenance, model_label = potential_calculator(calculator, potential, model_name)
     atoms.calc = calc
     rng = np.random.default_rng(s.seed)
     if ckpt is None:
@@ -566,7 +579,7 @@ def run_md(
         resumed_from_step=None if ckpt is None else int(ckpt["step"]),
         wall_time_s=time.perf_counter() - t_start, final_temperature_K=float(atoms.get_temperature()),
         final_energy_eV=float(atoms.get_potential_energy()), mean_temperature_K=float(np.mean(temps)),
-        input_hash=input_hash, model=f"CHGNet {model_name}")
+        input_hash=input_hash, model=model_label, potential=provenance)
     if step >= s.n_steps:
         _write_json_atomic(result_path, result.to_dict())
     return result

@@ -1,10 +1,11 @@
-"""Harmonic phonons from finite displacements (phonopy) on CHGNet forces, and the vibrational
+"""Harmonic phonons from finite displacements (phonopy) on a universal potential's forces (CHGNet by
+default, any name ``matflow.atomistic.potentials.load_potential`` accepts), and the vibrational
 thermodynamics that follow: phonon DOS, S_vib(T), Cv(T), F_vib(T) per atom, imaginary modes flagged.
 
 Units: frequencies THz; S and Cv J K⁻¹ mol⁻¹ per mole of atoms; F_vib kJ mol⁻¹ per mole of atoms.
 Imaginary modes (printed by phonopy as negative frequencies) are excluded from the thermodynamics and
-reported: a material with ``has_imaginary_modes`` is dynamically unstable at the CHGNet geometry and
-its S, Cv should not be trusted.
+reported: a material with ``has_imaginary_modes`` is dynamically unstable, for that potential, at
+the geometry used, and its S, Cv should not be trusted.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from ase import Atoms
 
-from matflow.atomistic.model import DEFAULT_MODEL, load_chgnet, package_versions
+from matflow.atomistic.model import DEFAULT_MODEL, package_versions
 
 R_GAS = 8.314462618  # J K⁻¹ mol⁻¹
 
@@ -46,6 +47,7 @@ class PhononResult:
     model: str
     settings: dict
     versions: dict = field(default_factory=package_versions)
+    potential: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,10 +84,12 @@ def supercell_atoms(phonon) -> list[Atoms]:
 class PhononCalc:
     """PropCalc-style phonon calculator (phonopy finite displacements on an ASE calculator's forces).
 
+    calculator: an ASE calculator; when None, ``potential`` (a ``load_potential`` name, default
+    "chgnet") supplies one, and its provenance is recorded in every result.
     displacement_A: finite displacement (Å). supercell_min_length_A: minimum supercell width (Å).
     mesh_length_A: phonopy automatic q-mesh length (larger = denser). temperatures: t_min_K..t_max_K
-    in t_step_K steps. relax: relax positions and cell with CHGNet first (fmax_eV_per_A), so that
-    the expansion is about the CHGNet minimum. imaginary_tol_THz: modes below -tol count as imaginary.
+    in t_step_K steps. relax: relax positions and cell with the same potential first (fmax_eV_per_A),
+    so that the expansion is about that potential's minimum. imaginary_tol_THz: modes below -tol count as imaginary.
     """
 
     def __init__(self, calculator=None, *, displacement_A: float = 0.01,
@@ -94,12 +98,11 @@ class PhononCalc:
                  relax: bool = True, fmax_eV_per_A: float = 0.01, relax_cell: bool = True,
                  relax_max_steps: int = 300,
                  imaginary_tol_THz: float = 0.1, batch_size: int = 4,
-                 model_name: str = DEFAULT_MODEL) -> None:
-        if calculator is None:
-            from matflow.atomistic.fast import FastCHGNetCalculator
+                 model_name: str = DEFAULT_MODEL, potential: str = "chgnet") -> None:
+        from matflow.atomistic.relax import potential_calculator
 
-            calculator = FastCHGNetCalculator(load_chgnet(model_name))
-        self.calculator = calculator
+        self.calculator, self.potential_provenance, self.model = potential_calculator(
+            calculator, potential or "chgnet", model_name)
         self.model_name = model_name
         self.settings = dict(displacement_A=displacement_A, supercell_min_length_A=supercell_min_length_A,
                              mesh_length_A=mesh_length_A, t_min_K=t_min_K, t_max_K=t_max_K,
@@ -130,11 +133,15 @@ class PhononCalc:
         atoms = structure.copy() if isinstance(structure, Atoms) else AseAtomsAdaptor.get_atoms(structure)
         if not atoms.pbc.all() or atoms.cell.rank < 3 or atoms.get_volume() < 1e-6:
             raise ValueError("phonons need a periodic 3-D cell (pbc all True, non-zero volume)")
+        from matflow.atomistic.fast import check_structure
+
+        check_structure(atoms, atoms.get_chemical_formula())  # overlapping atoms, unknown elements
         relaxed = False
         if s["relax"]:
             from matflow.atomistic.relax import RelaxCalc
 
-            res = RelaxCalc(self.calculator, fmax_eV_per_A=s["fmax_eV_per_A"], max_steps=s["relax_max_steps"],
+            res = RelaxCalc(self.calculator, potential=self.potential_provenance.get("name") or "chgnet",
+                            fmax_eV_per_A=s["fmax_eV_per_A"], max_steps=s["relax_max_steps"],
                             optimizer="FIRE", relax_cell=s["relax_cell"],
                             model_name=self.model_name).relax(atoms)
             from pymatgen.core import Structure
@@ -158,6 +165,11 @@ class PhononCalc:
 
     def run(self, structure) -> PhononResult:
         """Phonons and vibrational thermodynamics of one structure (pymatgen Structure or ASE Atoms)."""
+        return self.run_with_phonopy(structure)[0]
+
+    def run_with_phonopy(self, structure):
+        """``(PhononResult, phonopy object)``; the phonopy object holds the q-mesh just run
+        (``.mesh.frequencies``, ``.mesh.weights``) for callers that bin their own DOS."""
         from pymatgen.io.ase import AseAtomsAdaptor
 
         from matflow.structures import structure_hash
@@ -181,7 +193,7 @@ class PhononCalc:
         thermal = ph.thermal_properties
         tp = {"temperatures": thermal.temperatures, "entropy": thermal.entropy,
               "heat_capacity": thermal.heat_capacity, "free_energy": thermal.free_energy}
-        return PhononResult(
+        result = PhononResult(
             formula=pmg.composition.reduced_formula, n_atoms=n, supercell_matrix=sc_matrix.tolist(),
             n_displacements=n_disp, temperatures_K=np.asarray(tp["temperatures"]).tolist(),
             S_J_per_K_mol_atom=(np.asarray(tp["entropy"]) / n).tolist(),
@@ -193,7 +205,8 @@ class PhononCalc:
             gamma_frequencies_THz=np.asarray(gamma).tolist(), imaginary_fraction=imaginary_fraction,
             has_imaginary_modes=bool(imag.any()), relaxed=relaxed,
             wall_time_s=time.perf_counter() - t0, input_hash=structure_hash(pmg),
-            model=f"CHGNet {self.model_name}", settings=dict(s))
+            model=self.model, settings=dict(s), potential=dict(self.potential_provenance))
+        return result, ph
 
     def calc(self, structure) -> dict:
         """Unit-labelled vibrational properties (matcalc PropCalc shape)."""
@@ -223,8 +236,9 @@ class PhononCalc:
 
 def label_vib_thermo(structures: Sequence, sources: Sequence[str] | None = None, *,
                      temperatures_K: Sequence[float] = tuple(range(0, 1001, 25)),
-                     calc: PhononCalc | None = None):
-    """Label structures with CHGNet S_vib(T), Cv(T), F_vib(T) in long format for model training.
+                     calc: PhononCalc | None = None, potential: str = "chgnet"):
+    """Label structures with a potential's (default CHGNet) S_vib(T), Cv(T), F_vib(T) in long
+    format for model training.
 
     Returns (table, failures): one row per (structure, temperature) with ``structure_hash``,
     ``source``, ``temperature_K``, ``S_J_per_K_mol_atom``, ``Cv_J_per_K_mol_atom``,
@@ -233,7 +247,7 @@ def label_vib_thermo(structures: Sequence, sources: Sequence[str] | None = None,
     """
     import pandas as pd
 
-    calc = calc or PhononCalc()
+    calc = calc or PhononCalc(potential=potential)
     sources = list(sources) if sources is not None else [f"structure[{i}]" for i in range(len(structures))]
     results, failures = calc.calc_many(structures, sources=sources)
     failed = {f.source for f in failures}

@@ -1,4 +1,5 @@
-"""Relax atomic positions and, optionally, the cell with CHGNet and an ASE optimiser.
+"""Relax atomic positions and, optionally, the cell with a universal potential (CHGNet by default)
+and an ASE optimiser.
 
 The cell is relaxed through ASE's FrechetCellFilter (log-strain degrees of freedom, well conditioned
 for both positions and lattice), so one optimiser handles both. Forces are converged to ``fmax``
@@ -19,6 +20,33 @@ from ase import Atoms, units
 from matflow.atomistic.model import DEFAULT_MODEL, load_chgnet, package_versions
 
 OPTIMIZERS = ("FIRE", "BFGS", "LBFGS")
+
+
+def potential_calculator(calculator=None, potential: str = "chgnet",
+                         model_name: str = DEFAULT_MODEL) -> tuple[object, dict, str]:
+    """``(ASE calculator, provenance, model label)`` for a step: the given calculator, else the
+    named potential's (``load_potential``; an unknown name raises UnknownPotentialError).
+
+    CHGNet with another ``model_name`` than the default keeps matflow's fast CHGNet path; a
+    caller's own calculator gets CHGNet provenance only when it is the default fast CHGNet.
+    """
+    from matflow.atomistic.potentials import canonical_name, load_potential
+
+    name = canonical_name(potential)
+    if calculator is None and not (name == "chgnet" and model_name != DEFAULT_MODEL):
+        pot = load_potential(name)
+        prov = pot.provenance()
+        return pot.calculator(), prov, prov["model"]
+    if calculator is None:
+        from matflow.atomistic.fast import FastCHGNetCalculator
+
+        calculator = FastCHGNetCalculator(load_chgnet(model_name))
+    if type(calculator).__name__ == "FastCHGNetCalculator" and model_name == DEFAULT_MODEL:
+        prov = load_potential("chgnet").provenance()
+        return calculator, prov, prov["model"]
+    label = f"CHGNet {model_name}" if type(calculator).__name__ == "FastCHGNetCalculator" \
+        else type(calculator).__name__
+    return calculator, {"name": None, "model": label}, label
 
 
 @dataclass
@@ -44,6 +72,7 @@ class RelaxResult:
     model: str
     settings: dict
     versions: dict = field(default_factory=package_versions)
+    potential: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,20 +83,19 @@ class RelaxCalc:
 
     fmax_eV_per_A: force convergence (eV/Å). relax_cell: also relax the lattice (FrechetCellFilter).
     pressure_GPa: external hydrostatic pressure for the cell relaxation. max_steps: optimiser steps.
+    potential: a ``load_potential`` name, used when no ``calculator`` is given; its provenance is
+    recorded in every result.
     """
 
     def __init__(self, calculator=None, *, fmax_eV_per_A: float = 0.05, max_steps: int = 500,
                  optimizer: str = "FIRE", relax_cell: bool = True, pressure_GPa: float = 0.0,
-                 model_name: str = DEFAULT_MODEL) -> None:
+                 model_name: str = DEFAULT_MODEL, potential: str = "chgnet") -> None:
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
         if fmax_eV_per_A <= 0 or max_steps < 1:
             raise ValueError("fmax_eV_per_A must be > 0 and max_steps >= 1")
-        if calculator is None:
-            from matflow.atomistic.fast import FastCHGNetCalculator
-
-            calculator = FastCHGNetCalculator(load_chgnet(model_name))
-        self.calculator = calculator
+        self.calculator, self.potential_provenance, self.model = potential_calculator(
+            calculator, potential, model_name)
         self.model_name = model_name
         self.settings = dict(fmax_eV_per_A=fmax_eV_per_A, max_steps=max_steps, optimizer=optimizer,
                              relax_cell=relax_cell, pressure_GPa=pressure_GPa)
@@ -108,7 +136,8 @@ class RelaxCalc:
             pressure_GPa=float(-np.trace(stress) / 3 / units.GPa), initial_volume_A3=v0,
             final_volume_A3=float(atoms.get_volume()), structure=final.as_dict(),
             trajectory=str(trajectory) if trajectory else None, wall_time_s=time.perf_counter() - t0,
-            input_hash=structure_hash(pmg), model=f"CHGNet {self.model_name}", settings=dict(s))
+            input_hash=structure_hash(pmg), model=self.model, settings=dict(s),
+            potential=dict(self.potential_provenance))
 
     def calc(self, structure) -> dict:
         """Unit-labelled properties of the relaxed structure (matcalc PropCalc shape)."""
@@ -144,7 +173,8 @@ class RelaxCalc:
 
 
 def relax(structure, **kwargs) -> RelaxResult:
-    """Relax one structure with default CHGNet settings (see RelaxCalc for the options)."""
+    """Relax one structure with default settings and CHGNet unless ``potential`` names another
+    (see RelaxCalc for the options)."""
     traj = kwargs.pop("trajectory", None)
     source = kwargs.pop("source", "structure")
     return RelaxCalc(**kwargs).relax(structure, source=source, trajectory=traj)
