@@ -248,6 +248,22 @@ def make_calculator(kind: str = "fast", model_name: str = DEFAULT_MODEL):
     raise ValueError(f"unknown calculator {kind!r}; choose 'fast' or 'stock'")
 
 
+def _momentum_scale(atoms: Atoms) -> float:
+    """(3N - 3) / 3N: turns a chain's 3N-count target into kT/2 per free degree of freedom."""
+    return (3 * len(atoms) - 3) / (3 * len(atoms))
+
+
+def free_degrees_of_freedom(atoms: Atoms, s: MDSettings) -> int:
+    """Degrees of freedom the frames' temperature is counted over.
+
+    ASE's count (3N minus what constraints remove) except for MTK NPT, which conserves total
+    momentum from a stationary start but cannot carry the FixCom constraint that would say so.
+    """
+    if s.ensemble == "npt" and s.barostat == "mtk":
+        return 3 * len(atoms) - 3
+    return int(atoms.get_number_of_degrees_of_freedom())
+
+
 def build_dynamics(atoms: Atoms, s: MDSettings, timestep_fs: float, rng: np.random.Generator):
     """The ASE integrator for the chosen ensemble, all inputs converted from physical units."""
     dt = timestep_fs * units.fs
@@ -264,10 +280,9 @@ def build_dynamics(atoms: Atoms, s: MDSettings, timestep_fs: float, rng: np.rand
             # ASE's chain drives the kinetic energy towards 3N kT/2: a 4-atom cell would run 4/3
             # too hot. Aim the chain at the temperature that gives the free ones kT/2 each, and
             # let FixCom tell ASE's temperature readout the same count.
-            n_atoms = len(atoms)
             atoms.set_constraint(FixCom())
             return NoseHooverChainNVT(atoms, timestep=dt,
-                                      temperature_K=s.temperature_K * (3 * n_atoms - 3) / (3 * n_atoms),
+                                      temperature_K=s.temperature_K * _momentum_scale(atoms),
                                       tdamp=s.taut_fs * units.fs)
         if s.thermostat == "langevin":
             from ase.constraints import FixCom
@@ -283,7 +298,9 @@ def build_dynamics(atoms: Atoms, s: MDSettings, timestep_fs: float, rng: np.rand
     if s.barostat == "mtk":
         from ase.md.nose_hoover_chain import IsotropicMTKNPT
 
-        return IsotropicMTKNPT(atoms, timestep=dt, temperature_K=s.temperature_K,
+        # Same 3N - 3 count as the Nose-Hoover NVT chain (MTK conserves total momentum), but ASE's
+        # MTK refuses constraints, so frames read the temperature from free_degrees_of_freedom.
+        return IsotropicMTKNPT(atoms, timestep=dt, temperature_K=s.temperature_K * _momentum_scale(atoms),
                                pressure_au=s.pressure_GPa * units.GPa, tdamp=s.taut_fs * units.fs,
                                pdamp=s.taup_fs * units.fs)
     from ase.md.nptberendsen import NPTBerendsen
@@ -343,12 +360,13 @@ def _append_frame(fh, frame: Atoms) -> None:
     fh.write(buf.getvalue().encode("utf-8"))
 
 
-def _frame(atoms: Atoms, step: int, timestep_fs: float) -> Atoms:
-    """A copy of atoms carrying its CHGNet results and the step bookkeeping in info."""
+def _frame(atoms: Atoms, step: int, timestep_fs: float, free_dof: int | None = None) -> Atoms:
+    """A copy of atoms carrying its potential's results and the step bookkeeping in info."""
     energy = atoms.get_potential_energy()
     forces = atoms.get_forces()
     stress = atoms.get_stress()
-    temperature = atoms.get_temperature()
+    temperature = (atoms.get_temperature() if free_dof is None
+                   else 2 * atoms.get_kinetic_energy() / (free_dof * units.kB))
     pressure = -np.trace(atoms.get_stress(voigt=False, include_ideal_gas=True)) / 3 / units.GPa
     frame = atoms.copy()
     frame.calc = SinglePointCalculator(frame, energy=energy, forces=forces, stress=stress)
@@ -484,6 +502,7 @@ def run_md(
         MaxwellBoltzmannDistribution(atoms, temperature_K=s.temperature_K, rng=rng)
         Stationary(atoms)
     dyn = build_dynamics(atoms, s, timestep_fs, rng)
+    free_dof = free_degrees_of_freedom(atoms, s)
     if ckpt is not None:
         _set_state(dyn, atoms, rng, ckpt["state"])
         step, n_frames, temps = ckpt["step"], ckpt["n_frames"], ckpt["temperatures"]
@@ -528,7 +547,7 @@ def run_md(
     with open(traj_path, "ab") as fh:
         try:
             if step == 0:
-                frame = _frame(atoms, 0, timestep_fs)
+                frame = _frame(atoms, 0, timestep_fs, free_dof)
                 _append_frame(fh, frame)
                 n_frames, last_good = 1, frame
                 temps.append(frame.info["temperature_K"])
@@ -544,7 +563,7 @@ def run_md(
                 except IsolatedAtomError as exc:
                     step = done["step"] + 1
                     blow_up(f"atoms flying apart ({exc})", fh)
-                temperature = atoms.get_temperature()
+                temperature = 2 * atoms.get_kinetic_energy() / (free_dof * units.kB)
                 if not np.isfinite(energy) or not np.all(np.isfinite(atoms.positions)):
                     blow_up("non-finite energy or positions", fh)
                 if temperature > t_max:
@@ -556,11 +575,11 @@ def run_md(
                     if contact is not None:
                         blow_up(f"atoms collapsed: {_describe_contact(atoms, contact)}", fh)
                 if write_frame:
-                    frame = _frame(atoms, step, timestep_fs)
+                    frame = _frame(atoms, step, timestep_fs, free_dof)
                     _append_frame(fh, frame)
                     n_frames += 1
                     last_good = frame
-                    temps.append(float(temperature))
+                    temps.append(frame.info["temperature_K"])
                 mark_done(fh)
                 if write_checkpoint:
                     checkpoint(fh)
