@@ -779,9 +779,17 @@ def screen(
     output: Path = typer.Option(Path("report.html"), "-o", "--output", help="HTML report."),
     pdf: Path = typer.Option(None, "--pdf", help="Also write a PDF of the report (headless Chromium)."),
     csv: Path = typer.Option(None, "--csv", help="Also write the full ranking as CSV."),
+    sro_top: int = typer.Option(0, "--sro-top", help="Estimate chemical short-range order at the "
+                                "processing temperature for this many top candidates (Monte Carlo on "
+                                "a cluster expansion of the potential; tens of seconds each)."),
+    processing_t: float = typer.Option(1000.0, "--processing-T", help="Processing (annealing) "
+                                       "temperature for --sro-top (K)."),
+    sro_potential: str = typer.Option("sevenn-0", "--sro-potential",
+                                      help="Universal potential for --sro-top."),
 ) -> None:
     """Rank candidate high-entropy alloys by Dempster–Shafer fusion of rules, experimental data,
-    element substitutability and expert knowledge, and write a report for the lab."""
+    element substitutability and expert knowledge, and write a report for the lab (with the
+    short-range order expected at the processing temperature for the best few, --sro-top)."""
     from matflow.screening.screen import ScreeningInputError
     from matflow.screening.screen import screen as run_screen
 
@@ -796,6 +804,10 @@ def screen(
     require_finite("--bounds", hi, low=0.0, high=1.0)
     require(lo < hi, "--bounds", bounds, "the lower bound must be below the upper bound")
     require(1 <= top <= 1000, "--top", top, "must be between 1 and 1000")
+    require(0 <= sro_top <= 50, "--sro-top", sro_top, "must be between 0 and 50")
+    require_finite("--processing-T", processing_t, low=0.0, high=1500.0, low_open=True)
+    if sro_top:
+        sro_potential = _check_potential(sro_potential)
     for path in (output, pdf, csv):
         check_output(path)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -810,6 +822,15 @@ def screen(
                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
         except (ScreeningInputError, ValueError) as exc:
             raise usage_error(str(exc)) from None
+        if sro_top:
+            from matflow.screening.sro_strength import add_sro_strength
+
+            result.table = add_sro_strength(
+                result.table, top=sro_top, temperature_K=processing_t, potential=sro_potential,
+                progress=lambda k, n, comp: bar.update(task, completed=k, total=n,
+                                                       description=f"SRO {comp}"))
+            result.settings.update(sro_top=sro_top, processing_T_K=processing_t,
+                                   sro_potential=sro_potential)
     from matflow.reports.hea import render_screening_report
 
     write_output(output, lambda path: render_screening_report(result, path, pdf_path=pdf, top=top))

@@ -271,6 +271,27 @@ def _ranking_table(top: pd.DataFrame) -> Markup:
                              caption="Ranking, interval and pignistic phase probabilities")
 
 
+def _sro_table(top: pd.DataFrame) -> Markup | None:
+    """First-shell SRO at the processing temperature of the candidates that have it, else None."""
+    if "sro_strength" not in top or not top["sro_note"].astype(str).str.len().gt(0).any():
+        return None
+    rows = top[top["sro_note"].astype(str).str.len() > 0]
+    frame = pd.DataFrame({
+        "rank": rows["rank"].astype(int),
+        "composition": rows["composition"].map(_text),
+        "lattice": rows["sro_lattice"].map(_text),
+        "T (K)": rows["sro_T_K"].astype(float),
+        "SRO strength": rows["sro_strength"].astype(float),
+        "strongest pair": rows["sro_pair"].map(_text),
+        "α of that pair": rows["sro_alpha"].astype(float),
+        "z vs random": rows["sro_z"].astype(float),
+        "how / why not": rows["sro_note"].map(_text),
+    })  # fmt: skip
+    digits = {"T (K)": 0, "SRO strength": 3, "α of that pair": 3, "z vs random": 1}
+    return dataframe_to_html(frame, digits=digits,
+                             caption="Chemical short-range order at the processing temperature (first shell)")
+
+
 def _descriptor_table(top: pd.DataFrame) -> Markup:
     frame = pd.DataFrame({
         "rank": top["rank"].astype(int),
@@ -482,6 +503,7 @@ def render_screening_report(
         "known_table": known_table,
         "n_known_mismatch": n_mismatch,
         "descriptor_table": _descriptor_table(top_rows),
+        "sro_table": _sro_table(ranked),
         "validation_tables": _validation_tables(validation),
         "validation_notes": [str(n) for n in (validation or {}).get("notes", [])],
         "settings_rows": flatten_mapping(settings),

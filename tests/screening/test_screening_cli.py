@@ -54,6 +54,10 @@ def test_describe_prints_descriptors_each_source_and_the_measured_phase(use_smal
     (["screen", "--elements", "Co,Cr,Fe"], "more than the 3 elements"),
     (["screen", "--elements", "Co,Cr,Fe,Ni,Mn", "--components", "4-x"], "--components"),
     (["screen", "--elements", "Co,Cr,Fe,Ni,Mn", "--bounds", "0.4,0.2"], "--bounds"),
+    (["screen", "--elements", "Co,Cr,Fe,Ni,Mn", "--sro-top", "2", "--processing-T", "3000"],
+     "--processing-T"),
+    (["screen", "--elements", "Co,Cr,Fe,Ni,Mn", "--sro-top", "2", "--sro-potential", "nope"], "nope"),
+    (["screen", "--elements", "Co,Cr,Fe,Ni,Mn", "--sro-top", "-1"], "--sro-top"),
 ])
 def test_bad_input_is_one_line_exit_2(use_small_fusion, args, needle):
     result = runner.invoke(app, args)
@@ -76,3 +80,39 @@ def test_screen_writes_report_and_csv_and_prints_the_top(use_small_fusion, tmp_p
     assert "http://" not in text.split("<body", 1)[1].split("doi.org")[0] or True
     first = result.stdout.strip().splitlines()[0]
     assert first.split()[0] == "1" and "Bel(SS)" in first
+
+
+def test_screen_sro_top_fills_the_report_section(use_small_fusion, tmp_path, monkeypatch):
+    """--sro-top runs the SRO estimate on the best rows only and the report shows it; the simulation
+    itself is exercised for real in tests/screening/test_sro_strength.py."""
+    import numpy as np
+
+    import matflow.sro.simulate as simulate_module
+
+    calls = []
+
+    def fake(comp, *, lattice, temperatures, **kw):
+        calls.append((comp, lattice, temperatures, kw["potential"]))
+        species = sorted(comp)
+        n = len(species)
+        alpha = np.full((n, n), 0.02)
+        alpha[0, 1] = alpha[1, 0] = -0.2
+        zeros = np.zeros((n, n)).tolist()
+        return {"species": species, "composition": comp,
+                "random_alpha_std": [np.full((n, n), 0.01).tolist()] * 2,
+                "temperatures": [{"temperature_K": t, "alpha": [alpha.tolist(), zeros],
+                                  "alpha_err": [zeros, zeros]} for t in temperatures]}
+
+    monkeypatch.setattr(simulate_module, "simulate_sro", fake)
+    html, csv = tmp_path / "report.html", tmp_path / "ranking.csv"
+    result = runner.invoke(app, ["screen", "--elements", "Co,Cr,Fe,Ni,Mn", "--components", "4",
+                                 "--step", "0.1", "--bounds", "0.1,0.4", "-o", str(html),
+                                 "--csv", str(csv), "--top", "5", "--sro-top", "2",
+                                 "--processing-T", "900", "--sro-potential", "chgnet"])
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 2 and all(c[2][-1] == 900.0 and c[3] == "chgnet" for c in calls)
+    ranking = pd.read_csv(csv)
+    assert ranking["sro_strength"].notna().sum() == 2 and ranking["sro_strength"].iloc[:2].notna().all()
+    text = html.read_text()
+    assert "Short-range order expected at the processing temperature" in text
+    assert ranking["sro_pair"].iloc[0] in text and "900" in text
