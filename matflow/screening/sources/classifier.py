@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import GroupKFold
@@ -167,11 +168,104 @@ def _group_splits(groups: np.ndarray, y: np.ndarray, n_splits: int) -> tuple[lis
     return (splits or None), len(splits) == k
 
 
+CALIBRATIONS: tuple[str, ...] = ("auto", "sigmoid", "isotonic")
+
+
+def _class_scores(model, X: np.ndarray) -> np.ndarray:
+    """Raw per-class scores (log-odds), shape (n, n_classes); binary models give (n, 1)."""
+    scores = np.asarray(model.decision_function(X), dtype=float)
+    return scores[:, None] if scores.ndim == 1 else scores
+
+
+def _fit_calibrators(method: str, scores: np.ndarray, y_onehot: np.ndarray) -> list:
+    """One 1-D calibrator per score column, one-vs-rest (a binary model has one column)."""
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+
+    out = []
+    for j in range(scores.shape[1]):
+        target = y_onehot[:, j if y_onehot.shape[1] > 1 and scores.shape[1] > 1 else -1]
+        if len(np.unique(target)) < 2:
+            out.append(float(target.mean()))
+        elif method == "sigmoid":  # Platt scaling of the log-odds
+            out.append(LogisticRegression(C=1e6).fit(scores[:, [j]], target))
+        else:
+            out.append(IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+                       .fit(scores[:, j], target))
+    return out
+
+
+def _apply_calibrators(calibrators: list, scores: np.ndarray) -> np.ndarray:
+    """Calibrated class probabilities (rows sum to 1) from raw scores."""
+    columns = []
+    for j, cal in enumerate(calibrators):
+        if isinstance(cal, float):
+            columns.append(np.full(len(scores), cal))
+        elif hasattr(cal, "predict_proba"):
+            columns.append(cal.predict_proba(scores[:, [j]])[:, 1])
+        else:
+            columns.append(cal.predict(scores[:, j]))
+    p = np.clip(np.column_stack(columns), 0.0, 1.0)
+    if p.shape[1] == 1:
+        return np.column_stack([1.0 - p[:, 0], p[:, 0]])
+    total = p.sum(axis=1, keepdims=True)
+    return np.where(total > 0, p / np.where(total > 0, total, 1.0), 1.0 / p.shape[1])
+
+
+class _OutOfGroupCalibrated:
+    """A classifier fitted on all rows, calibrated on its out-of-group (held-out) scores.
+
+    ``calibration="auto"`` picks sigmoid (Platt) or isotonic per training set: each is fitted on
+    the out-of-group scores of all inner folds but one and scored (multi-class Brier) on the
+    remaining one, and the lower mean wins. Isotonic steps tie many rows, which costs ranking
+    quality, and it overfits small sets; sigmoid keeps the order but assumes a logistic shape.
+    Neither is right everywhere, so the training rows decide.
+    """
+
+    def __init__(self, base, calibration: str, splits: list):
+        self.base = base
+        self.calibration = calibration
+        self.splits = splits
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> _OutOfGroupCalibrated:
+        self.classes_ = np.unique(y)
+        onehot = (y[:, None] == self.classes_[None, :]).astype(float)
+        scores, covered = None, np.zeros(len(y), dtype=bool)
+        for train, test in self.splits:
+            model = clone(self.base).fit(X[train], y[train])
+            fold = _class_scores(model, X[test])
+            if scores is None:
+                scores = np.zeros((len(y), fold.shape[1]))
+            scores[test] = fold
+            covered[test] = True
+        methods = ("sigmoid", "isotonic") if self.calibration == "auto" else (self.calibration,)
+        self.calibration_scores_ = {}
+        if len(methods) > 1:
+            for method in methods:
+                losses = []
+                for _, held in self.splits:
+                    rest = np.setdiff1d(np.flatnonzero(covered), held)
+                    cal = _fit_calibrators(method, scores[rest], onehot[rest])
+                    p = _apply_calibrators(cal, scores[held])
+                    losses.append(float(np.mean(np.sum((p - onehot[held]) ** 2, axis=1))))
+                self.calibration_scores_[method] = float(np.mean(losses))
+            self.calibration_ = min(self.calibration_scores_, key=self.calibration_scores_.get)
+        else:
+            self.calibration_ = methods[0]
+        self.calibrators_ = _fit_calibrators(self.calibration_, scores[covered], onehot[covered])
+        self.model_ = clone(self.base).fit(X, y)
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return _apply_calibrators(self.calibrators_, _class_scores(self.model_, X))
+
+
 class DataSource(EvidenceSource):
     """Evidence learned from measured labels, with ignorance that grows away from the data.
 
     Parameters: ``n_calibration_splits`` grouped inner folds whose out-of-group predictions
-    calibrate the classifiers (isotonic when the training set has >= 1000 rows, sigmoid below); ``max_iter``/``learning_rate`` of the
+    calibrate the classifiers; ``calibration`` "sigmoid", "isotonic" or "auto" (chosen per
+    training set by grouped inner CV, see ``_OutOfGroupCalibrated``); ``max_iter``/``learning_rate`` of the
     HistGradientBoosting classifiers; ``distance_scale`` the composition distance (half the L1
     distance of mole fractions, 0..1) at which confidence falls by 1/e; ``max_confidence`` the
     largest share of mass committed to specific phases (the rest stays on Ω).
@@ -187,6 +281,7 @@ class DataSource(EvidenceSource):
         distance_scale: float = 1.0,
         max_confidence: float = 0.95,
         use_descriptors: bool = True,
+        calibration: str = "auto",
         random_state: int = 0,
     ):
         self.n_calibration_splits = n_calibration_splits
@@ -195,6 +290,7 @@ class DataSource(EvidenceSource):
         self.distance_scale = distance_scale
         self.max_confidence = max_confidence
         self.use_descriptors = use_descriptors
+        self.calibration = calibration
         self.random_state = random_state
 
     def _check_params(self) -> None:
@@ -202,6 +298,8 @@ class DataSource(EvidenceSource):
             raise ValueError(f"max_confidence {self.max_confidence}: must be in (0, 1]")
         if not self.distance_scale > 0:
             raise ValueError(f"distance_scale {self.distance_scale}: must be > 0")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration {self.calibration!r}: expected one of {', '.join(CALIBRATIONS)}")
 
     def _classifier(self, y: np.ndarray, X: np.ndarray, groups: np.ndarray):
         classes, counts = np.unique(y, return_counts=True)
@@ -216,11 +314,13 @@ class DataSource(EvidenceSource):
         splits, partition = _group_splits(groups, y, self.n_calibration_splits)
         if splits is None or len(y) < 20:
             return _ConstantClassifier(classes, counts / counts.sum())
-        method = "isotonic" if len(y) >= 1000 else "sigmoid"
-        # ensemble=False: one model on all rows, calibrated on its out-of-group predictions (an
-        # ensemble of fold models each sees a third less data and ranks worse); it needs folds
-        # that partition the rows, else the fold models are averaged
-        model = CalibratedClassifierCV(base, method=method, cv=splits, ensemble=not partition)
+        if partition:
+            # one model on all rows, calibrated on its out-of-group scores (an ensemble of fold
+            # models each sees a third less data and ranks worse)
+            model = _OutOfGroupCalibrated(base, self.calibration, splits)
+        else:  # folds that miss a class do not partition the rows: average the fold models
+            method = "sigmoid" if self.calibration == "auto" else self.calibration
+            model = CalibratedClassifierCV(base, method=method, cv=splits, ensemble=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.fit(X, y)
