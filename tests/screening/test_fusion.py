@@ -114,6 +114,23 @@ def fitted_data_source(small_labels) -> DataSource:
     return DataSource(max_iter=20).fit(list(small_labels["composition"]), small_labels["phase"])
 
 
+def test_hierarchical_masses_keep_the_lattice_odds_and_the_single_phase_probability() -> None:
+    """P(FCC | FCC or BCC) stays the lattice model's odds however unsure the single-phase model
+    is (up to the small (1 - c) terms), and with c = 1 BetP(SS) is the single-phase probability."""
+    from matflow.evidence import pignistic
+    from matflow.screening.fusion import fcc_probability, single_phase_probability
+
+    p_single = np.array([0.05, 0.5, 0.95])
+    lattice = np.array([[0.8, 0.2, 0.0]] * 3)
+    exact = DataSource._hierarchical_masses(p_single, lattice, np.ones(3))
+    assert np.allclose(exact.sum(axis=1), 1.0) and exact[:, 0].max() == 0.0
+    assert np.allclose(single_phase_probability(exact), p_single)
+    assert np.allclose(fcc_probability(exact), 0.8)
+    assert np.allclose(pignistic(exact)[:, 3], 1 - p_single)
+    unsure = DataSource._hierarchical_masses(p_single, lattice, np.full(3, 0.95))
+    assert np.all(np.abs(fcc_probability(unsure) - 0.8) < 0.02)  # 0.70 at p = 0.05 with the lattice masses scaled by c·p
+
+
 def test_data_source_masses_are_valid_and_ignorance_grows_with_distance(
     fitted_data_source, small_labels
 ) -> None:
@@ -127,7 +144,8 @@ def test_data_source_masses_are_valid_and_ignorance_grows_with_distance(
     assert np.allclose(m.sum(axis=1), 1.0)
     assert (m >= 0).all() and (m[:, 0] == 0).all()
     assert m[-1, OMEGA] > m[:5, OMEGA].max()  # nothing like it in training
-    assert m[-1, OMEGA] == pytest.approx(1 - ds.max_confidence * np.exp(-1 / ds.distance_scale))
+    # both classifiers' evidence keeps 1 - c on Ω, and their conjunction keeps (1 - c)^2 there
+    assert m[-1, OMEGA] == pytest.approx((1 - ds.max_confidence * np.exp(-1 / ds.distance_scale)) ** 2)
     info = ds.explain(near[0])
     assert info["distance_to_nearest"] == 0.0
     assert info["nearest_training_alloy"] == composition_key(near[0])

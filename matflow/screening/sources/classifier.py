@@ -26,8 +26,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import GroupKFold
 from sklearn.neighbors import NearestNeighbors
 
+from matflow.evidence.core import combine_conjunctive
 from matflow.screening.composition import Composition, composition_key, parse_composition
-from matflow.screening.phases import BCC, FCC, HCP, MP, N_FOCAL, OMEGA, PHASES
+from matflow.screening.phases import BCC, FCC, HCP, MP, N_FOCAL, OMEGA, PHASES, SOLID_SOLUTION
 from matflow.screening.sources.base import EvidenceSource
 from matflow.settings import get_settings
 
@@ -401,11 +402,30 @@ class DataSource(EvidenceSource):
         p_single, lattice = self._probabilities(X)
         distance, _ = self.distance_to_training(comps)
         conf = self.confidence(distance)
-        out[:, MP] = conf * (1.0 - p_single)
+        return self._hierarchical_masses(p_single, lattice, conf)
+
+    @staticmethod
+    def _hierarchical_masses(p_single: np.ndarray, lattice: np.ndarray, conf: np.ndarray) -> np.ndarray:
+        """Masses of the two classifiers as two pieces of evidence, combined conjunctively.
+
+        The single-phase model gives m1(SS) = c·p, m1(MP) = c·(1 − p), m1(Ω) = 1 − c. The lattice
+        model was trained on single-phase alloys only, so its P(lattice | SS) says nothing about
+        multi-phase: its mass goes to {lattice, MP} (the conditional embedding of Smets' generalised
+        Bayesian theorem), m2({L, MP}) = c·P(L | SS), m2(Ω) = 1 − c. Their conjunction never
+        conflicts and keeps P(FCC | FCC or BCC) at the lattice model's odds where the single-phase
+        model is unsure, instead of pulling it to 1/2 as mass on lattices scaled by c·p would.
+        """
+        n = len(p_single)
+        c = np.asarray(conf, dtype=float)
+        m1 = np.zeros((n, N_FOCAL))
+        m1[:, SOLID_SOLUTION] = c * p_single
+        m1[:, MP] = c * (1.0 - p_single)
+        m1[:, OMEGA] = 1.0 - c
+        m2 = np.zeros((n, N_FOCAL))
         for j, mask in enumerate(_LATTICE_MASKS):
-            out[:, mask] = conf * p_single * lattice[:, j]
-        out[:, OMEGA] += 1.0 - conf
-        return out
+            m2[:, mask | MP] = c * lattice[:, j]
+        m2[:, OMEGA] += 1.0 - c
+        return combine_conjunctive(m1, m2)
 
     def explain(self, composition: Composition) -> dict[str, Any]:
         comp = parse_composition(composition)
