@@ -82,9 +82,22 @@ def available_sources(names: Sequence[str] = DEFAULT_SOURCES) -> tuple[list[Evid
     return sources, skipped
 
 
+def _code_sha(cls: type) -> str:
+    """sha256 of the module file that defines ``cls``: the cached rates belong to the code that
+    produced the masses, and code changes within one matflow version are not in its number."""
+    import inspect
+
+    try:
+        return hashlib.sha256(Path(inspect.getfile(cls)).read_bytes()).hexdigest()[:16]
+    except (OSError, TypeError):
+        return "unknown"
+
+
 def _fusion_cache_key(sources: Sequence[EvidenceSource], labels_sha: str, rule: str) -> str:
-    described = [[s.name, type(s).__qualname__, repr(sorted(s.get_params().items()))]
+    described = [[s.name, type(s).__qualname__, repr(sorted(s.get_params().items())),
+                  _code_sha(type(s))]
                  for s in sources]
+    described.append(["fusion", _code_sha(EvidenceFusion)])
     payload = json.dumps([described, labels_sha, rule, _package_versions()], default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 

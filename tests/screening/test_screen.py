@@ -122,3 +122,15 @@ def test_screen_ranks_explains_and_marks_known_alloys(small_fusion, tmp_path: Pa
 def test_screen_refuses_unfitted_fusion() -> None:
     with pytest.raises(ScreeningInputError, match="not fitted"):
         screen(CANTOR, fusion=EvidenceFusion([RulesSource()]))
+
+
+def test_cached_fusion_rates_are_keyed_by_the_sources_code(monkeypatch):
+    """Rates cached for one version of a source's code must not be reused after it changes."""
+    import matflow.screening.screen as screen_module
+    from matflow.screening.sources.rules import RulesSource
+
+    sources = [RulesSource()]
+    before = screen_module._fusion_cache_key(sources, "abc", "dempster")
+    assert before == screen_module._fusion_cache_key(sources, "abc", "dempster")
+    monkeypatch.setattr(screen_module, "_code_sha", lambda cls: "edited")
+    assert screen_module._fusion_cache_key(sources, "abc", "dempster") != before
