@@ -903,6 +903,46 @@ def generate(
 
 config_app = typer.Typer(help="matflow's settings: MATFLOW_* variables and an optional config file.",
                          no_args_is_help=True)
+
+
+@app.command()
+def serve(
+    config: Path = typer.Argument(..., help="Deployments file (.toml, .yaml or .yml), e.g. deploy/deployments.toml."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the file and list the deployments; start nothing."),
+    work_pool: str | None = typer.Option(None, "--work-pool", help="Register the deployments in this work pool of "
+                                         "the configured Prefect server instead of serving them here."),
+) -> None:
+    """Serve the Prefect deployments of a config file (schedules, on-demand runs) until Ctrl-C/SIGTERM."""
+    from flows.serve import DeploymentConfigError, serve_config  # Prefect is imported only here
+
+    try:
+        serve_config(config, dry_run=dry_run, work_pool=work_pool)
+    except DeploymentConfigError as exc:
+        for line in str(exc).splitlines():
+            console.print(f"[red]error[/red]: {line}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+@app.command()
+def pipeline(
+    config: str = typer.Argument("demo", help="Preset (demo, test) or a JSON/YAML/TOML pipeline config."),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="Run directory (default <run_dir>/runs/<name>-<hash>)."),
+) -> None:
+    """Run or resume the end-to-end pipeline in this process; finished items are loaded, not recomputed."""
+    from matflow.pipeline import PipelineConfigError, run_pipeline
+
+    _install_signal_handlers()
+    with interruptible(lambda: f"finished items are kept in {run_dir or 'the run directory'}; "
+                               "rerun the same command to resume"):
+        try:
+            summary = run_pipeline(config, run_dir, progress=True)
+        except (PipelineConfigError, ValueError) as exc:
+            raise usage_error(str(exc)) from None
+    typer.echo(f"{summary['status']}: {summary['n_ok']} ok, {summary['n_failed']} failed; computed "
+               f"{summary['n_computed']}, loaded {summary['n_loaded']} items\nreport: {summary['report']}")
+    raise typer.Exit(EXIT_PARTIAL if summary["n_failed"] else EXIT_OK)
+
+
 app.add_typer(config_app, name="config")
 
 
