@@ -31,9 +31,12 @@ def many_cifs(tmp_path_factory) -> Path:
 
 def _featurize(folder: Path, out: Path, cache_dir: Path, stderr_path: Path) -> subprocess.Popen:
     env = {**os.environ, "MATFLOW_CACHE_DIR": str(cache_dir)}
+    # a shell that starts the suite in the background ignores SIGINT in its children, and Python
+    # honours an inherited ignore: give the child the default disposition, as a terminal would
     return subprocess.Popen([sys.executable, "-m", "matflow.cli", "featurize", str(folder), "-o", str(out),
                              "--preset", "structure"], env=env, stdout=subprocess.PIPE,
-                            stderr=open(stderr_path, "w"), text=True)
+                            stderr=open(stderr_path, "w"), text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_progress(stderr_path: Path, proc: subprocess.Popen, rows: int, timeout: float = 240) -> int:
