@@ -901,6 +901,64 @@ def generate(
                f"{int(table['compositionally_valid'].sum())} compositionally valid")
 
 
+@app.command("train-generator")
+def train_generator(
+    train_csv: Path = typer.Argument(..., help="Training crystals: a CDVAE-format CSV (columns cif, "
+                                     "material_id; .csv or .csv.gz), e.g. data/cdvae_benchmarks/perov_5/val.csv.gz."),
+    outdir: Path = typer.Option(..., "-o", "--outdir", help="Model folder (weights, manifest, card, "
+                                "checkpoint), e.g. models/cdvae-perov5/v2."),
+    val_csv: Path = typer.Option(None, "--val", help="Validation CSV (losses logged per epoch)."),
+    preset: str = typer.Option("small-cpu", "--preset", help="small-cpu or paper (Xie et al. 2022)."),
+    config_file: Path = typer.Option(None, "--config", help="A CDVAE config JSON instead of --preset."),
+    epochs: int = typer.Option(None, "--epochs", help="Total epochs, resumed ones included "
+                               "(default: the config's)."),
+    max_minutes: float = typer.Option(None, "--max-minutes", help="Stop after the epoch that "
+                                      "crosses this wall time; rerun to continue."),
+    limit: int = typer.Option(None, "--limit", help="Use only the first N training crystals."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    restart: bool = typer.Option(False, "--restart", help="Ignore a checkpoint in OUTDIR and start over."),
+) -> None:
+    """Train a CDVAE crystal generator; a checkpoint is written every epoch, so rerunning the same
+    command after a crash or Ctrl-C resumes, and a larger --epochs extends a finished run."""
+    from matflow.generate.config import CDVAEConfig, CDVAEConfigError
+    from matflow.generate.data import CDVAEDataError
+    from matflow.generate.train import CDVAETrainingError, train
+
+    for option, path in (("TRAIN_CSV", train_csv), ("--val", val_csv), ("--config", config_file)):
+        if path is not None and not path.is_file():
+            raise usage_error(f"{option} {path}: no such file")
+    require(epochs is None or 1 <= epochs <= 100_000, "--epochs", epochs, "must be between 1 and 100000")
+    require(limit is None or limit >= 1, "--limit", limit, "must be >= 1")
+    if max_minutes is not None:
+        require_finite("--max-minutes", max_minutes, low=0.0, low_open=True)
+    if device not in ("cpu", "cuda", "auto"):
+        raise usage_error(f"--device {device!r}: choose cpu, cuda or auto")
+    try:
+        if config_file is not None:
+            config = CDVAEConfig.from_json(config_file)
+        elif preset in ("small-cpu", "paper"):
+            config = CDVAEConfig.small_cpu() if preset == "small-cpu" else CDVAEConfig.paper()
+        else:
+            raise usage_error(f"--preset {preset!r}: choose small-cpu or paper")
+    except (CDVAEConfigError, ValueError, TypeError) as exc:
+        raise usage_error(f"--config {config_file}: {exc}") from None
+    check_output(outdir, "dir")
+    kept = (f"the checkpoint of the last finished epoch is in {outdir}; rerun the same command to "
+            "resume")
+    with interruptible(lambda: kept):
+        try:
+            result = train(config, train_csv, val_csv, outdir, max_epochs=epochs, max_minutes=max_minutes,
+                           seed=seed, device=device, resume=not restart, train_limit=limit,
+                           show_progress=True)
+        except (CDVAETrainingError, CDVAEDataError, CDVAEConfigError) as exc:
+            raise usage_error(str(exc)) from None
+    last = result.history[-1]["train"]["total"] if result.history else float("nan")
+    typer.echo(f"{result.epochs_completed} epoch(s) in {outdir} ({result.stopped_because}); last train "
+               f"loss {last:.4g}; "
+               f"{result.wall_seconds / 60:.1f} min of training in all")
+
+
 config_app = typer.Typer(help="matflow's settings: MATFLOW_* variables and an optional config file.",
                          no_args_is_help=True)
 
