@@ -461,6 +461,10 @@ def _load_version(name: str, version: str, folder: Path, strict_preset: bool = F
         manifest = json.loads(text)
     except json.JSONDecodeError as exc:
         raise fail(f"{MANIFEST_FILE} is not valid JSON ({exc})") from None
+    if isinstance(manifest, dict) and manifest.get("format") == "matflow-dos":  # phonon-DOS head (svib)
+        from matflow.ml.svib import load_dos_version
+
+        return load_dos_version(name, version, folder, manifest)
     checked = validate_manifest(manifest, name, version)
     preset = checked.featurizer.preset
     if preset not in PRESETS:

@@ -231,6 +231,8 @@ def predict_structure(structure: Structure, model: str, *, source: str = "struct
     from matflow.ml.predict import predict_structures
 
     registered = load_model(model)
+    if registered.manifest.get("format") == "matflow-dos":
+        return _predict_dos(registered, structure, source)
     rows, failures = predict_structures(registered, [structure], sources=[source])
     if failures:
         raise ItemFailed("predict", source, failures[0].reason)
@@ -244,6 +246,25 @@ def predict_structure(structure: Structure, model: str, *, source: str = "struct
         item.update(model=registered.name, model_version=registered.version)
         out.append(item)
     return out
+
+
+def _predict_dos(registered, structure: Structure, source: str) -> list[dict]:
+    """S_vib and Cv at 305 K from a phonon-DOS model (``svib``), in the rows of the other models."""
+    from matflow.ml.svib import SVIB_T_K, predict_svib_structures
+
+    rows, _dos, failures = predict_svib_structures(registered, [structure], sources=[source])
+    if failures:
+        raise ItemFailed("predict", source, failures[0].reason)
+    if rows.empty:
+        raise ItemFailed("predict", source, f"{registered.name}: no prediction (featurization failed)")
+    row = rows.iloc[0]
+    common = {"coverage": _plain(row["coverage"]), "std": None, "in_domain": None, "distance": None,
+              "interval_ok": None, "in_training_data": None, "training_label": None,
+              "model": registered.name, "model_version": registered.version}
+    return [{"target": f"S_vib_{SVIB_T_K:g}K", "value": _plain(row["S_J_per_K_mol_atom"]),
+             "unit": "J/K/mol-atom", "lower": _plain(row["S_lower"]), "upper": _plain(row["S_upper"]), **common},
+            {"target": f"Cv_{SVIB_T_K:g}K", "value": _plain(row["Cv_J_per_K_mol_atom"]),
+             "unit": "J/K/mol-atom", "lower": _plain(row["Cv_lower"]), "upper": _plain(row["Cv_upper"]), **common}]
 
 
 def sro_key(composition: dict[str, float], lattice: str, sro: SROSettings, potential: str) -> str:
