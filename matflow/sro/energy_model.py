@@ -96,23 +96,36 @@ def species_counts(composition: Mapping[str, float], n_sites: int, *, lattice: s
         f"a multiple of {lcm}{hint}")
 
 
+_ATOMS_PER_REFERENCE_CELL = {"Mn": 58, "In": 2, "Sn": 4}
+"""Atoms in ASE's reference cell where its symmetry alone does not say: α-Mn (I-43m, 58 atoms),
+body-centred tetragonal In (2) and β-Sn (4)."""
+
+
+def elemental_atomic_volume(element: str) -> float:
+    """Volume per atom (Å³) of an element in its reference state (ASE's ``reference_states``)."""
+    ref = reference_states[atomic_numbers[element]] or {}
+    sym, a = ref.get("symmetry"), ref.get("a")
+    if sym == "fcc":
+        return a**3 / 4
+    if sym == "bcc":
+        return a**3 / 2
+    if sym == "hcp":
+        return math.sqrt(3) / 2 * a**2 * a * ref.get("c/a", IDEAL_C_OVER_A) / 2
+    if sym == "diamond":
+        return a**3 / 8
+    if sym in ("cubic", "bct", "tetragonal") and element in _ATOMS_PER_REFERENCE_CELL:
+        return a**3 * ref.get("c/a", 1.0) / _ATOMS_PER_REFERENCE_CELL[element]
+    raise CompositionError(f"composition: {element} has no reference atomic volume here ({sym} "
+                           "reference state); pass a= explicitly")
+
+
 def vegard_lattice_parameter(composition: Mapping[str, float], lattice: str) -> float:
     """Lattice parameter (Å) from the composition-weighted atomic volume of the elements in their
     reference states (ASE's ``reference_states``, Kittel's data): Zen's law, the volume form of
     Vegard's law (Zen, Am. Mineral. 41, 523 (1956)). A first guess, not a prediction."""
     comp = check_composition(composition)
     lattice = check_lattice(lattice)
-    volume = 0.0
-    for el, frac in comp.items():
-        ref = reference_states[atomic_numbers[el]]
-        sym = (ref or {}).get("symmetry")
-        if sym not in ("fcc", "bcc", "hcp"):
-            raise CompositionError(f"composition: {el} has no fcc/bcc/hcp reference lattice "
-                                   "parameter; pass a= explicitly")
-        a = ref["a"]
-        volume += frac * {"fcc": a**3 / 4, "bcc": a**3 / 2,
-                          "hcp": math.sqrt(3) / 2 * a**2 * a * ref.get("c/a", IDEAL_C_OVER_A) / 2
-                          }[sym]
+    volume = sum(frac * elemental_atomic_volume(el) for el, frac in comp.items())
     if lattice == "fcc":
         return (4 * volume) ** (1 / 3)
     if lattice == "bcc":

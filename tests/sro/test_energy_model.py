@@ -143,3 +143,17 @@ def test_vegard_estimate_is_between_the_elements():
     assert 3.50 < a < 3.62  # Ni 3.52 Å fcc; Cr and Co volumes converted to fcc
     assert vegard_lattice_parameter({"Cu": 0.5, "Ni": 0.5}, "fcc") == pytest.approx(
         ((3.61**3 + 3.52**3) / 2) ** (1 / 3), rel=2e-3)
+
+
+def test_vegard_covers_manganese_and_tin_from_their_reference_cells():
+    """α-Mn (58 atoms per cubic cell) and β-Sn (4 per body-centred tetragonal cell): equiatomic
+    CoCrFeMnNi comes out near the about 3.60 Å that X-ray diffraction gives for the Cantor alloy."""
+    from matflow.sro.energy_model import CompositionError, elemental_atomic_volume
+
+    assert elemental_atomic_volume("Mn") == pytest.approx(8.89**3 / 58)
+    assert elemental_atomic_volume("Sn") == pytest.approx(5.82**3 * 0.546 / 4)
+    assert elemental_atomic_volume("Si") == pytest.approx(5.43**3 / 8)
+    cantor = dict.fromkeys(("Co", "Cr", "Fe", "Mn", "Ni"), 0.2)
+    assert abs(vegard_lattice_parameter(cantor, "fcc") - 3.60) < 0.02
+    with pytest.raises(CompositionError, match="Pu"):
+        vegard_lattice_parameter({"Pu": 0.5, "Ni": 0.5}, "fcc")
