@@ -280,19 +280,14 @@ def _model_ref(ref: str) -> tuple[str, str]:
     return name, version or "latest"
 
 
-def _predict_dos_model(loaded, inputs: list[str], temps: list[float] | None, curve: bool, dos_dir: Path | None,
-                       fmt: str, output: Path | None, no_cache: bool, n_jobs: int) -> None:
-    """``predict`` for a phonon-DOS model (``svib``): S_vib(305 K) per atom with its interval, or S, Cv,
-    F at ``--T`` temperatures / the whole 5-800 K curve; ``--dos`` writes each predicted DOS."""
-    from matflow.ml.dos import CALIBRATION_TEMPERATURES_K
-    from matflow.ml.svib import SVIB_T_K, predict_svib_files, write_dos_files
-
-    chosen = sorted(set(temps or ([] if curve else [SVIB_T_K])) | (set(CALIBRATION_TEMPERATURES_K) if curve else set()))
+def _emit_predictions(loaded, compute: Callable[[], tuple], fmt: str, output: Path | None, no_cache: bool,
+                      table_text: Callable, after: Callable[[object], None] | None = None) -> None:
+    """Run ``compute() -> (rows, failures, extra)`` interruptibly, then print or write the rows as a
+    table, JSON or CSV; ``after(extra)`` writes side outputs. Exits 0, 1 (some inputs failed) or 2."""
     kept = ("nothing kept (--no-cache)" if no_cache else
             "featurized rows are kept in the feature cache; rerun the same command to resume")
     with interruptible(lambda: kept):
-        rows, dos, failures = predict_svib_files(loaded, inputs, temperatures_K=chosen, use_cache=not no_cache,
-                                                 n_jobs=n_jobs, progress=True)
+        rows, failures, extra = compute()
     report_failures(failures)
     if rows.empty:
         console.print("[red]no structure could be predicted[/red]")
@@ -305,24 +300,9 @@ def _predict_dos_model(loaded, inputs: list[str], temps: list[float] | None, cur
     elif fmt == "csv":
         text = rows.to_csv(index=False)
     else:
-        def iv(lo: float, hi: float, digits: int) -> str:
-            return f"[{lo:.{digits}f}, {hi:.{digits}f}]" if math.isfinite(lo) and math.isfinite(hi) else "none"
-
-        head = ["source", "formula", "T (K)", "S (J/K/mol-atom)", "interval", "S (meV/K/atom)", "interval",
-                "Cv (J/K/mol-atom)", "F (kJ/mol-atom)"]
-        body = [[str(r.source), str(r.formula), f"{r.T_K:g}", f"{r.S_J_per_K_mol_atom:.2f}",
-                 iv(r.S_lower, r.S_upper, 2), f"{r.S_meV_per_K_atom:.4f}", iv(r.S_lower_meV, r.S_upper_meV, 4),
-                 f"{r.Cv_J_per_K_mol_atom:.2f}", f"{r.F_kJ_per_mol_atom:.3f}"] for r in rows.itertuples()]
-        widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [head, *body]]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        lines.append(f"intervals: {rows['coverage'].iloc[0]:.0%} conformal, calibrated on the potential's S(T) and "
-                     "Cv(T) of the training rows (5-800 K; none outside); labels and limits: models/"
-                     f"{loaded.name}/{loaded.version}/README.md")
-        text = "\n".join(lines)
-    if dos_dir is not None:
-        write_output(dos_dir, lambda folder: write_dos_files(dos, folder))
-        console.print(f"wrote the predicted DOS of {len(dos)} structure(s) (CSV + PNG) to {dos_dir}", highlight=False)
+        text = table_text(rows)
+    if after is not None:
+        after(extra)
     if output is not None:
         from matflow.outputs import atomic_write_text
 
@@ -331,6 +311,30 @@ def _predict_dos_model(loaded, inputs: list[str], temps: list[float] | None, cur
     else:
         typer.echo(text)
     raise typer.Exit(EXIT_PARTIAL if failures else EXIT_OK)
+
+
+def _predict_dos_model(loaded, inputs: list[str], temps: list[float] | None, curve: bool, dos_dir: Path | None,
+                       fmt: str, output: Path | None, no_cache: bool, n_jobs: int) -> None:
+    """``predict`` for a phonon-DOS model (``svib``): S_vib(305 K) per atom with its interval, or S, Cv,
+    F at ``--T`` temperatures / the whole 5-800 K curve; ``--dos`` writes each predicted DOS."""
+    from matflow.ml.dos import CALIBRATION_TEMPERATURES_K
+    from matflow.ml.svib import SVIB_T_K, predict_svib_files, svib_table_text, write_dos_files
+
+    chosen = sorted(set(temps or ([] if curve else [SVIB_T_K])) | (set(CALIBRATION_TEMPERATURES_K) if curve else set()))
+
+    def write_dos(dos) -> None:
+        if dos_dir is not None:
+            write_output(dos_dir, lambda folder: write_dos_files(dos, folder))
+            console.print(f"wrote the predicted DOS of {len(dos)} structure(s) (CSV + PNG) to {dos_dir}",
+                          highlight=False)
+
+    def compute() -> tuple:
+        rows, dos, failures = predict_svib_files(loaded, inputs, temperatures_K=chosen, use_cache=not no_cache,
+                                                 n_jobs=n_jobs, progress=True)
+        return rows, failures, dos
+
+    _emit_predictions(loaded, compute, fmt, output, no_cache, lambda rows: svib_table_text(rows, loaded),
+                      after=write_dos)
 
 
 @app.command()
@@ -371,31 +375,9 @@ def predict(
     if temps is not None or curve or dos_dir is not None:
         raise usage_error(f"--T, --curve and --dos need a phonon-DOS model (e.g. svib); {name} predicts "
                           "its targets directly")
-    kept = ("nothing kept (--no-cache)" if no_cache else
-            "featurized rows are kept in the feature cache; rerun the same command to resume")
-    with interruptible(lambda: kept):
-        rows, failures = predict_files(loaded, inputs, n_jobs=n_jobs, use_cache=not no_cache, progress=True)
-    report_failures(failures)
-    if rows.empty:
-        console.print("[red]no structure could be predicted[/red]")
-        raise typer.Exit(EXIT_USAGE)
-    rows.insert(0, "model", f"{loaded.name}@{loaded.version}")
-    if fmt == "json":
-        import json
-
-        text = json.dumps(rows.to_dict(orient="records"), indent=1)
-    elif fmt == "csv":
-        text = rows.to_csv(index=False)
-    else:
-        text = prediction_table_text(rows)
-    if output is not None:
-        from matflow.outputs import atomic_write_text
-
-        write_output(output, lambda path: atomic_write_text(path, text if text.endswith("\n") else text + "\n"))
-        console.print(f"wrote {len(rows)} prediction(s) to {output}", highlight=False)
-    else:
-        typer.echo(text)
-    raise typer.Exit(EXIT_PARTIAL if failures else EXIT_OK)
+    _emit_predictions(loaded, lambda: (*predict_files(loaded, inputs, n_jobs=n_jobs, use_cache=not no_cache,
+                                                       progress=True), None),
+                      fmt, output, no_cache, prediction_table_text)
 
 
 def _atomistic_progress(total_label: str):

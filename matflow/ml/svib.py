@@ -393,3 +393,24 @@ def write_dos_files(dos: dict[str, np.ndarray], folder: str | os.PathLike) -> li
         plt.close(fig)
         written += [csv, png]
     return written
+
+
+def svib_table_text(rows: pd.DataFrame, model) -> str:
+    """The human-readable table of ``matflow predict svib``: S per atom in both units with
+    intervals, Cv and F, one line per structure and temperature, and where the limits are written."""
+    def interval(lo: float, hi: float, digits: int) -> str:
+        return f"[{lo:.{digits}f}, {hi:.{digits}f}]" if np.isfinite(lo) and np.isfinite(hi) else "none"
+
+    head = ["source", "formula", "T (K)", "S (J/K/mol-atom)", "interval", "S (meV/K/atom)", "interval",
+            "Cv (J/K/mol-atom)", "F (kJ/mol-atom)"]
+    body = [[str(r.source), str(r.formula), f"{r.T_K:g}", f"{r.S_J_per_K_mol_atom:.2f}",
+             interval(r.S_lower, r.S_upper, 2), f"{r.S_meV_per_K_atom:.4f}",
+             interval(r.S_lower_meV, r.S_upper_meV, 4), f"{r.Cv_J_per_K_mol_atom:.2f}",
+             f"{r.F_kJ_per_mol_atom:.3f}"] for r in rows.itertuples()]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [head, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"intervals: {rows['coverage'].iloc[0]:.0%} conformal, calibrated on the potential's S(T) and "
+                 "Cv(T) of the training rows (5-800 K; none outside); labels and limits: models/"
+                 f"{model.name}/{model.version}/README.md")
+    return "\n".join(lines)
