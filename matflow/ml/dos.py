@@ -64,6 +64,7 @@ from matflow.atomistic.thermo import (
     thermo_from_dos_torch,
 )
 from matflow.featurize.runner import FeatureCleaner
+from matflow.ml.network import load_member, members_to_tensors
 from matflow.ml.uncertainty import conformal_quantile
 
 __all__ = ["DOSHeadRegressor", "DOS_FORMAT", "DOS_FORMAT_VERSION", "LABEL_TERMS", "CALIBRATION_TEMPERATURES_K",
@@ -563,10 +564,7 @@ class DOSHeadRegressor(BaseEstimator):
     def get_state(self) -> tuple[dict[str, torch.Tensor], dict]:
         """float32 network weights and float64 arrays as tensors, and JSON metadata (no pickle)."""
         check_is_fitted(self, "nets_")
-        tensors: dict[str, torch.Tensor] = {}
-        for i, net in enumerate(self.nets_):
-            for key, value in net.state_dict().items():
-                tensors[f"net{i}.{key}"] = value.detach().to(torch.float32).contiguous()
+        tensors = members_to_tensors(self.nets_)
         arrays = {"keep_idx": self.keep_idx_.astype(np.float64), "medians": self.medians_, "x_min": self.x_min_,
                   "x_scale": self.x_scale_, "q_S": self.q_S_, "q_Cv": self.q_Cv_, "prior_logits": self.prior_logits_}
         arrays |= {f"scale.{k}": np.atleast_1d(v) for k, v in self.scales_.items()}
@@ -600,8 +598,5 @@ class DOSHeadRegressor(BaseEstimator):
         est.train_info_ = list(meta.get("train_info", []))
         est.nets_ = []
         for i in range(int(meta["n_members"])):
-            net = DOSNet(len(est.keep_idx_), est.hidden, est.n_coarse_)
-            prefix = f"net{i}."
-            net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-            est.nets_.append(net.double().eval())
+            est.nets_.append(load_member(DOSNet(len(est.keep_idx_), est.hidden, est.n_coarse_), tensors, i))
         return est

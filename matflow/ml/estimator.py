@@ -41,7 +41,7 @@ from sklearn.model_selection import GroupKFold
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from matflow.featurize.runner import FeatureCleaner
-from matflow.ml.network import JointNet, TargetSpec, train_network
+from matflow.ml.network import JointNet, TargetSpec, load_member, members_to_tensors, train_network
 from matflow.ml.selection import NMIFeatureSelector
 from matflow.ml.uncertainty import (
     NO_INTERVAL_NOTE,
@@ -432,10 +432,7 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
     def get_state(self) -> tuple[dict[str, torch.Tensor], dict]:
         """Tensors (float32 network weights, float64 arrays) and a JSON-able description of a fitted model."""
         check_is_fitted(self, "nets_")
-        tensors: dict[str, torch.Tensor] = {}
-        for i, net in enumerate(self.nets_):
-            for key, value in net.state_dict().items():
-                tensors[f"net{i}.{key}"] = value.detach().to(torch.float32).contiguous()
+        tensors = members_to_tensors(self.nets_)
         arrays = {"medians": self.cleaner_.medians_, "x_min": self.x_min_, "x_scale": self.x_scale_,
                   "y_mean": self.y_mean_, "y_std": self.y_std_, "conformal_quantile": self.calibrator_.quantile_,
                   "conformal_eps": self.calibrator_.eps_, "ad_train_X": self.domain_.X_}
@@ -514,10 +511,7 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         for i in range(int(meta["n_members"])):
             net = JointNet(len(est.selected_idx_), est.target_specs_, est.widths, est.activation,
                            est.dropout, seed=0)
-            prefix = f"net{i}."
-            state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            net.load_state_dict(state)
-            est.nets_.append(net.double().eval())
+            est.nets_.append(load_member(net, tensors, i))
         est.train_info_ = list(meta.get("train_info", []))
         return est
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,3 +157,16 @@ def train_network(net: JointNet, X: np.ndarray, Y: np.ndarray, *, X_val: np.ndar
     net.eval()
     return TrainResult(best_epoch=best_epoch if has_val else epoch,
                        best_val_loss=best_loss if has_val else float("nan"), n_epochs=epoch)
+
+
+def members_to_tensors(nets: Sequence[nn.Module]) -> dict[str, torch.Tensor]:
+    """Ensemble members' weights as float32 tensors keyed ``net<i>.<param>`` (safetensors layout)."""
+    return {f"net{i}.{key}": value.detach().to(torch.float32).contiguous()
+            for i, net in enumerate(nets) for key, value in net.state_dict().items()}
+
+
+def load_member(net: nn.Module, tensors: Mapping[str, torch.Tensor], index: int) -> nn.Module:
+    """Load member ``index`` of ``members_to_tensors`` into ``net``; returned in float64 eval mode."""
+    prefix = f"net{index}."
+    net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    return net.double().eval()
