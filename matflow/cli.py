@@ -903,10 +903,25 @@ def generate(
     steps_per_level: int = typer.Option(None, "--steps-per-level", help="Langevin steps per noise "
                                         "level (default: the model's)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    relax: bool = typer.Option(False, "--relax", help="Also relax the samples, de-duplicate them, "
+                               "flag novelty against the training dataset, compute the energy above "
+                               "the hull (a potential-based proxy, not DFT) and predict with the "
+                               "registered models: screen.csv/.parquet and relaxed/*.cif."),
+    potential: str = typer.Option("chgnet", "--potential", help="Universal potential for --relax."),
+    max_steps: int = typer.Option(300, "--max-steps", help="Relaxation steps per sample (--relax)."),
 ) -> None:
     """Sample crystals from a CDVAE by annealed Langevin dynamics: one CIF each, and a table with
-    formula, lattice, density and structural / compositional validity."""
+    formula, lattice, density and structural / compositional validity; with --relax also the
+    screening table of the relaxed samples."""
     require(1 <= n <= 100_000, "-n", n, "must be between 1 and 100000")
+    require(1 <= max_steps <= 100_000, "--max-steps", max_steps, "must be between 1 and 100000")
+    if relax:
+        from matflow.atomistic.potentials import UnknownPotentialError, canonical_name
+
+        try:
+            potential = canonical_name(potential)
+        except UnknownPotentialError as exc:
+            raise usage_error(f"--potential: {exc}") from None
     require(steps_per_level is None or 1 <= steps_per_level <= 1000, "--steps-per-level",
             steps_per_level, "must be between 1 and 1000")
     check_output(outdir, "dir")
@@ -946,6 +961,18 @@ def generate(
     typer.echo(f"wrote {len(table)} CIF(s) and generated.csv to {outdir}: "
                f"{int(table['structurally_valid'].sum())} structurally valid, "
                f"{int(table['compositionally_valid'].sum())} compositionally valid")
+    if relax:
+        from matflow.generate.screen import screen_generated, training_dataset
+
+        with interruptible(lambda: f"samples kept in {outdir}; screen.csv is written at the end"):
+            screened = screen_generated(structures, outdir=outdir, potential=potential,
+                                        max_steps=max_steps,
+                                        novelty_dataset=training_dataset(name, version))
+        ok = screened[screened["status"] == "ok"]
+        typer.echo(f"relaxed {len(ok)} of {len(screened)} ({len(screened) - len(ok)} failed), "
+                   f"{int(ok['duplicate_of'].isna().sum())} unique, "
+                   f"{int(ok['novel'].eq(True).sum())} novel; "
+                   f"wrote screen.csv to {outdir}")
 
 
 @app.command("train-generator")
