@@ -16,7 +16,7 @@ from prefect import flow, task, unmapped
 from prefect.futures import PrefectFuture
 
 from flows.runners import local_task_runner
-from flows.states import finish_batch
+from flows.states import finish_batch, result_or_failure
 from matflow.generate.screen import DEFAULT_MODELS
 from matflow.settings import get_settings
 
@@ -69,13 +69,7 @@ def screen_task(samples: list[dict], relaxed: list[dict], predictions: list[dict
 
 
 def _record(future: PrefectFuture, source: str, step: str) -> dict | None:
-    """The task's result, or a failure record when the task itself failed (e.g. a killed worker)."""
-    future.wait()
-    state = future.state
-    if state.is_completed():
-        return future.result()
-    return {"ok": False, "source": source, "step": step,
-            "reason": f"task {state.name.lower()}: {state.message or 'no message'}"}
+    return result_or_failure(future, source=source, step=step)
 
 
 @flow(name="generate", log_prints=True, task_runner=local_task_runner())

@@ -27,7 +27,7 @@ from prefect.filesystems import LocalFileSystem
 from prefect.futures import PrefectFuture
 
 from flows.runners import local_task_runner
-from flows.states import finish_batch
+from flows.states import finish_batch, result_or_failure
 
 RESULTS_DIR = "prefect-results"
 
@@ -141,13 +141,7 @@ def sro_task(alloy: dict, cfg: dict, run_dir: str, attempt: str) -> dict:
 
 
 def _record(future: PrefectFuture, step: str, label: str) -> dict:
-    """The task's item record, or a failure record when the task itself failed (e.g. a worker died)."""
-    future.wait()
-    state = future.state
-    if state.is_completed():
-        return future.result()
-    return {"ok": False, "step": step, "item": label,
-            "reason": f"task {state.name.lower()}: {state.message or 'no message'}"}
+    return result_or_failure(future, step=step, item=label)
 
 
 def _result_storage(run_dir: Path) -> LocalFileSystem:

@@ -81,3 +81,13 @@ def finish_batch(kind: str, summary: dict, lines: Sequence[str] = (), *,
     if int(summary["n_ok"]) == 0:
         return Failed(message=message, data=AllInputsFailed(message, summary))
     return Completed(message=message, data=summary)
+
+
+def result_or_failure(future, **fields) -> dict:
+    """A mapped task's result, or ``{"ok": False, **fields, "reason": ...}`` when the task itself
+    failed or crashed (e.g. a killed worker), so one lost task becomes one failed item."""
+    future.wait()
+    state = future.state
+    if state.is_completed():
+        return future.result()
+    return {"ok": False, **fields, "reason": f"task {state.name.lower()}: {state.message or 'no message'}"}
