@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 import warnings
 from collections import Counter
@@ -45,6 +44,7 @@ from sklearn.metrics import accuracy_score, brier_score_loss, f1_score, roc_auc_
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 
+from matflow.provenance import installed_versions
 from matflow.screening.data import default_labels_path, file_sha256, load_phase_labels
 from matflow.screening.fusion import (
     EvidenceFusion,
@@ -191,15 +191,8 @@ def mean_over(per_element: dict[str, dict]) -> dict[str, dict]:
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("matflow", "numpy", "scikit-learn", "pandas", "pymatgen", "matminer"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    return installed_versions(("matflow", "numpy", "scikit-learn", "pandas", "pymatgen", "matminer"),
+                              python=True)
 
 
 def print_table(results: dict) -> None:

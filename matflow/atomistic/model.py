@@ -7,8 +7,8 @@ never pays the ~1 s load more than once. Nothing here touches the network: CHGNe
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib.metadata import PackageNotFoundError, version
 
+from matflow.provenance import installed_versions
 from matflow.settings import get_settings
 
 DEFAULT_MODEL = "0.3.0"
@@ -60,10 +60,4 @@ def chgnet_elements(model_name: str = DEFAULT_MODEL) -> int:
 
 def package_versions() -> dict[str, str]:
     """Versions of the packages whose behaviour decides an atomistic result."""
-    out = {}
-    for pkg in ("matflow", "chgnet", "torch", "ase", "phonopy", "pymatgen", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:  # pragma: no cover - all are dependencies
-            out[pkg] = "not installed"
-    return out
+    return installed_versions(("matflow", "chgnet", "torch", "ase", "phonopy", "pymatgen", "numpy"))

@@ -17,11 +17,9 @@ import hashlib
 import json
 import math
 import os
-import platform
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from torch_geometric.loader import DataLoader
 from matflow.generate.config import CDVAEConfig
 from matflow.generate.data import LatticeScaler, crystal_set_to_data, read_cdvae_csv
 from matflow.generate.model import CDVAE, LOSS_NAMES
+from matflow.provenance import installed_versions
 
 MANIFEST_FORMAT = "matflow-cdvae"
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
@@ -74,13 +73,8 @@ def _sha256(path: Path) -> str:
 
 
 def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in ("matflow", "torch", "torch_geometric", "pymatgen", "vesin", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "unknown"
-    return versions
+    return installed_versions(("matflow", "torch", "torch_geometric", "pymatgen", "vesin", "numpy"),
+                              python=True, missing="unknown")
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

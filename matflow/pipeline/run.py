@@ -227,16 +227,10 @@ def _write_cif(path: Path, structure: Structure) -> str:
 
 def _versions() -> dict:
     from matflow.ml.registry import package_versions
+    from matflow.provenance import installed_versions
 
-    out = dict(package_versions())
-    from importlib.metadata import PackageNotFoundError, version
-
-    for pkg in ("chgnet", "ase", "icet", "phonopy", "torch-geometric"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
+    return {**package_versions(),
+            **installed_versions(("chgnet", "ase", "icet", "phonopy", "torch-geometric"), missing=None)}
 
 
 def finish(config: PipelineConfig, rd: RunDir, manifest: dict, candidates: list[Candidate],

@@ -15,7 +15,6 @@ import math
 import os
 import platform
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from markupsafe import Markup
 
 import matflow
 from matflow.outputs import check_output_file
+from matflow.provenance import installed_versions
 from matflow.reports.html import (
     ReportInputError,
     dataframe_to_html,
@@ -427,13 +427,8 @@ def _metric(record: Any, key: str) -> float:
 
 
 def _runtime_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "matflow": matflow.__version__}
-    for package in ("numpy", "pandas", "scikit-learn", "matplotlib", "jinja2", "pymatgen"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
+    return {"python": platform.python_version(), "matflow": matflow.__version__,
+            **installed_versions(("numpy", "pandas", "scikit-learn", "matplotlib", "jinja2", "pymatgen"))}
 
 
 def _data_rows(provenance: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -14,7 +14,6 @@ import hashlib
 import importlib
 import json
 import math
-import platform
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ import pandas as pd
 from pymatgen.core.periodic_table import Element
 
 from matflow.evidence import belief, pignistic, plausibility
+from matflow.provenance import installed_versions
 from matflow.screening.composition import Composition, composition_key
 from matflow.screening.data import (
     default_labels_path,
@@ -270,15 +270,8 @@ class ScreeningResult:
 
 
 def _package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("matflow", "numpy", "scikit-learn", "pandas", "pymatgen", "matminer", "chgnet"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    return installed_versions(("matflow", "numpy", "scikit-learn", "pandas", "pymatgen", "matminer",
+                               "chgnet"), python=True)
 
 
 def _data_files() -> list[dict[str, str]]:

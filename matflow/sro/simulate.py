@@ -12,11 +12,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 
+from matflow.provenance import installed_versions
 from matflow.sro.energy_model import (
     _ATOMS_PER_CELL,
     EnergyModelFit,
@@ -40,14 +40,8 @@ configurational energies are flatter and order the wrong way (benchmarks/results
 
 
 def _versions() -> dict:
-    out = {}
-    for pkg in ("matflow", "icet", "numba", "numpy", "scikit-learn", "ase", "chgnet", "sevenn",
-                "torch"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+    return installed_versions(("matflow", "icet", "numba", "numpy", "scikit-learn", "ase", "chgnet",
+                               "sevenn", "torch"))
 
 
 def default_mc_size(composition: Mapping[str, float], lattice: str) -> int:
