@@ -44,8 +44,8 @@ from sklearn.metrics import accuracy_score, brier_score_loss, f1_score, roc_auc_
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 
-from matflow.provenance import installed_versions
-from matflow.screening.data import default_labels_path, file_sha256, load_phase_labels
+from matflow.provenance import file_sha256, installed_versions
+from matflow.screening.data import default_labels_path, load_phase_labels
 from matflow.screening.fusion import (
     EvidenceFusion,
     fcc_probability,

@@ -28,6 +28,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed
 
 from matflow.outputs import atomic_write_text
+from matflow.provenance import file_sha256
 from matflow.settings import get_settings
 
 DATASET_FILES: dict[str, tuple[str, ...]] = {
@@ -65,14 +66,7 @@ def dataset_files(dataset: str, files: list[str] | None = None) -> list[Path]:
 
 def files_sha256(paths: list[Path]) -> dict[str, str]:
     """SHA-256 of each file's bytes, keyed by its path."""
-    out = {}
-    for path in paths:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        out[str(path)] = h.hexdigest()
-    return out
+    return {str(path): file_sha256(path) for path in paths}
 
 
 def combined_sha256(file_hashes: dict[str, str]) -> str:

@@ -17,7 +17,6 @@ Names:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
@@ -27,6 +26,7 @@ import numpy as np
 from ase import Atoms
 
 from matflow.atomistic.model import DEFAULT_MODEL, resolve_device
+from matflow.provenance import file_sha256
 
 DEFAULT_POTENTIAL = "chgnet"
 
@@ -60,14 +60,6 @@ def _version(pkg: str) -> str:
 
 
 @lru_cache(maxsize=8)
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _sevenn_checkpoint(name: str) -> Path | None:
     """Path of a shipped SevenNet checkpoint, or None when the wheel lacks it."""
     try:
@@ -148,7 +140,7 @@ class CHGNetPotential(Potential):
                 "package": "chgnet", "package_version": _version("chgnet"),
                 "torch": _version("torch"),
                 "weights_file": weights[0].name if weights else None,
-                "weights_sha256": _sha256(str(weights[0])) if weights else None}
+                "weights_sha256": file_sha256(str(weights[0])) if weights else None}
 
 
 class SevenNetPotential(Potential):
@@ -186,7 +178,7 @@ class SevenNetPotential(Potential):
         return {"name": self.name, "model": self.checkpoint.parent.name,
                 "package": "sevenn", "package_version": _version("sevenn"),
                 "torch": _version("torch"), "weights_file": self.checkpoint.name,
-                "weights_sha256": _sha256(str(self.checkpoint))}
+                "weights_sha256": file_sha256(str(self.checkpoint))}
 
 
 @lru_cache(maxsize=8)

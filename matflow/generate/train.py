@@ -13,7 +13,6 @@ An output directory holds:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import math
 import os
@@ -31,7 +30,8 @@ from torch_geometric.loader import DataLoader
 from matflow.generate.config import CDVAEConfig
 from matflow.generate.data import LatticeScaler, crystal_set_to_data, read_cdvae_csv
 from matflow.generate.model import CDVAE, LOSS_NAMES
-from matflow.provenance import installed_versions
+from matflow.outputs import atomic_write_text
+from matflow.provenance import file_sha256, installed_versions
 
 MANIFEST_FORMAT = "matflow-cdvae"
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
@@ -64,23 +64,9 @@ def resolve_device(device: str | None = "auto") -> torch.device:
     return resolved
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _versions() -> dict[str, str]:
     return installed_versions(("matflow", "torch", "torch_geometric", "pymatgen", "vesin", "numpy"),
                               python=True, missing="unknown")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _mean_losses(model: CDVAE, loader: DataLoader, device: torch.device,
@@ -225,7 +211,7 @@ def _truncate_log(path: Path, last_epoch: int) -> None:
                 kept.append(line)
         except (json.JSONDecodeError, KeyError, TypeError):
             continue  # a line cut short by the kill
-    _atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
 
 def _write_weights_and_manifest(out: Path, model: CDVAE, scaler: LatticeScaler,
@@ -253,17 +239,17 @@ def _write_weights_and_manifest(out: Path, model: CDVAE, scaler: LatticeScaler,
         "device": str(next(model.parameters()).device),
         "property_column": property_column,
         "data": {
-            "train_csv": str(train_csv), "train_sha256": _sha256(Path(train_csv)),
+            "train_csv": str(train_csv), "train_sha256": file_sha256(Path(train_csv)),
             "train_rows_used": len(train_set), "train_rows_rejected": len(train_set.rejected),
             "val_csv": None if val_csv is None else str(val_csv),
             "val_rows_used": None if val_set is None else len(val_set),
         },
         "last_epoch_losses": {k: last.get(k) for k in ("train", "val") if k in last},
-        "weights": {"file": "weights.safetensors", "sha256": _sha256(weights_path)},
+        "weights": {"file": "weights.safetensors", "sha256": file_sha256(weights_path)},
         "versions": _versions(),
     }
-    _atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
-    _atomic_write_text(out / "README.md", model_card(manifest))
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+    atomic_write_text(out / "README.md", model_card(manifest))
 
 
 def model_card(manifest: dict[str, Any]) -> str:

@@ -19,6 +19,8 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from matflow.provenance import file_sha256
+
 __all__ = ["ModelVersionInfo", "ModelInfo", "catalog", "catalog_table", "catalog_json"]
 
 DASH = "—"
@@ -75,7 +77,6 @@ GENERATOR_FORMATS = {"matflow-cdvae": "generated crystals (CDVAE)"}
 
 def _generator_info(name: str, version: str, root: Path | None) -> ModelVersionInfo | None:
     """A generator's entry (its weights' checksum checked), or None for a property model."""
-    import hashlib
     import json
 
     from matflow.ml.registry import _models_dir
@@ -92,7 +93,7 @@ def _generator_info(name: str, version: str, root: Path | None) -> ModelVersionI
     path = folder / str(weights.get("file", ""))
     if not path.is_file():
         return ModelVersionInfo(name, version, "broken", reason=f"missing weights file {path.name!r}")
-    if hashlib.sha256(path.read_bytes()).hexdigest() != weights.get("sha256"):
+    if file_sha256(path) != weights.get("sha256"):
         return ModelVersionInfo(name, version, "broken", reason="weights do not match their sha256")
     return ModelVersionInfo(name, version, "ok", targets=[{"name": kind, "unit": "", "n_outputs": 0}],
                             preset="none (generator)", needs_chgnet=False)

@@ -36,6 +36,7 @@ from matflow.ml.manifest import (
     check_plain_name,
     validate_manifest,
 )
+from matflow.provenance import file_sha256
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save_model", "load", "list_models", "list_versions",
            "RegisteredModel", "data_hash", "ModelLoadError", "SkippedVersionWarning", "PresetMismatchWarning",
@@ -139,10 +140,6 @@ def package_versions() -> dict[str, str]:
             "safetensors": safetensors.__version__}
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _models_subdir(base: Path, name: str, version: str) -> Path:
     """``base/name/version`` after checking both are plain names (no ``..``, no separators)."""
     check_plain_name(name, "model name")
@@ -214,7 +211,7 @@ def save_model(estimator, name: str, version: str, *, preset: str, targets: Sequ
         "estimator": {k: v for k, v in meta.items() if k not in ("feature_names_in", "selected_features",
                                                                   "relevance", "targets")},
         "package_versions": package_versions(),
-        "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(folder / WEIGHTS_FILE)},
+        "weights": {"file": WEIGHTS_FILE, "sha256": file_sha256(folder / WEIGHTS_FILE)},
         "limits": list(limits),
         **(extra or {}),
     }

@@ -31,6 +31,7 @@ from matflow.ml.dos import (
     FINE_GRID,
     DOSHeadRegressor,
 )
+from matflow.provenance import file_sha256
 
 __all__ = ["SvibData", "load_potential_labels", "assemble_training_data", "benchmark_split",
            "save_dos_model", "load_dos_version", "load_svib", "predict_svib_structures", "predict_svib_files",
@@ -208,10 +209,6 @@ def fixture_free_rows(data: SvibData) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- registry
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def save_dos_model(est: DOSHeadRegressor, folder: str | os.PathLike, *, name: str, version: str,
                    feature_names: Sequence[str], label_sources: dict, metrics: dict | None = None,
                    description: str = "", limits: Sequence[str] = (), card_extra: Sequence[str] = ()) -> Path:
@@ -248,7 +245,7 @@ def save_dos_model(est: DOSHeadRegressor, folder: str | os.PathLike, *, name: st
         "metrics": metrics or {},
         "estimator": meta,
         "package_versions": package_versions(),
-        "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(folder / WEIGHTS_FILE)},
+        "weights": {"file": WEIGHTS_FILE, "sha256": file_sha256(folder / WEIGHTS_FILE)},
         "limits": list(limits),
     }
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")

@@ -14,7 +14,6 @@ the tests call ``run_pipeline``, which runs the same functions in a plain loop.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -30,6 +29,7 @@ from pymatgen.core import Structure
 from matflow.pipeline import steps
 from matflow.pipeline.config import PipelineConfig, PipelineConfigError, load_config
 from matflow.pipeline.rundir import RunDir
+from matflow.provenance import file_sha256
 
 __all__ = ["run_pipeline", "resolve_run_dir", "plan", "relax_item", "features_item", "predict_item",
            "sro_item", "finish", "start", "Candidate", "used_models"]
@@ -213,7 +213,7 @@ def _write_table(rd: RunDir, name: str, rows: list[dict] | Any) -> dict:
     path = rd.path / f"{name}.parquet"
     atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
     return {"path": path.name, "rows": len(frame),
-            "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+            "sha256": file_sha256(path)}
 
 
 def _write_cif(path: Path, structure: Structure) -> str:

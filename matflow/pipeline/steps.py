@@ -10,7 +10,6 @@ name in the run directory and as the Prefect task's cache key.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +20,7 @@ from pymatgen.core import Structure
 import matflow
 from matflow.pipeline.config import CDVAESource, HEASource, RelaxSettings, SROSettings
 from matflow.pipeline.rundir import ItemFailed, content_key
+from matflow.provenance import file_sha256
 
 __all__ = ["STEP_VERSION", "sample_cdvae", "screen_elements", "alloy_structure", "relax_structure",
            "featurize_structure", "predict_structure", "simulate_alloy", "model_info",
@@ -42,10 +42,6 @@ def structure_key(structure: Structure) -> str:
     return structure_hash(structure)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 # ------------------------------------------------------------------ models and potentials
 @lru_cache(maxsize=16)
 def load_model(name: str):
@@ -60,7 +56,7 @@ def model_info(name: str) -> dict:
     """Name, version, preset and manifest sha256 of a registered model: its identity in keys."""
     model = load_model(name)
     return {"name": model.name, "version": model.version, "preset": model.preset,
-            "manifest_sha256": _sha256(Path(model.path) / "manifest.json")}
+            "manifest_sha256": file_sha256(Path(model.path) / "manifest.json")}
 
 
 @lru_cache(maxsize=8)
@@ -77,7 +73,7 @@ def cdvae_info(source: CDVAESource) -> dict:
     manifest = Path(MODELS_DIR) / source.model / source.version / "manifest.json"
     if not manifest.is_file():
         raise ItemFailed("cdvae", f"{source.model}/{source.version}", "no such shipped CDVAE model")
-    return {"name": source.model, "version": source.version, "manifest_sha256": _sha256(manifest)}
+    return {"name": source.model, "version": source.version, "manifest_sha256": file_sha256(manifest)}
 
 
 # ------------------------------------------------------------------ candidates

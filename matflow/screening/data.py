@@ -8,7 +8,6 @@ literature itself disputes would hide that dispute. See ``data/hea_phase_consoli
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -38,14 +37,6 @@ class PhaseDataError(ValueError):
 
 def default_labels_path() -> Path:
     return get_settings().data_dir / CONSOLIDATED_FILE
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _reference(sources: str, doi: object) -> str:

@@ -27,14 +27,9 @@ import pandas as pd
 from pymatgen.core.periodic_table import Element
 
 from matflow.evidence import belief, pignistic, plausibility
-from matflow.provenance import installed_versions
+from matflow.provenance import file_sha256, installed_versions
 from matflow.screening.composition import Composition, composition_key
-from matflow.screening.data import (
-    default_labels_path,
-    file_sha256,
-    known_alloys_lookup,
-    load_phase_labels,
-)
+from matflow.screening.data import default_labels_path, known_alloys_lookup, load_phase_labels
 from matflow.screening.fusion import EvidenceFusion
 from matflow.screening.phases import PHASE_MASKS, PHASES, SOLID_SOLUTION
 from matflow.screening.sources.base import EvidenceSource
