@@ -83,7 +83,7 @@ def _code_sha(cls: type) -> str:
     import inspect
 
     try:
-        return hashlib.sha256(Path(inspect.getfile(cls)).read_bytes()).hexdigest()[:16]
+        return file_sha256(inspect.getfile(cls))[:16]
     except (OSError, TypeError):
         return "unknown"
 
