@@ -65,7 +65,7 @@ from matflow.atomistic.thermo import (
 )
 from matflow.featurize.runner import FeatureCleaner
 from matflow.ml.network import load_member, members_to_tensors
-from matflow.ml.uncertainty import conformal_quantile
+from matflow.ml.uncertainty import ApplicabilityDomain, conformal_quantile
 
 __all__ = ["DOSHeadRegressor", "DOS_FORMAT", "DOS_FORMAT_VERSION", "LABEL_TERMS", "CALIBRATION_TEMPERATURES_K",
            "DOSNet", "loss_terms", "prepare_targets"]
@@ -214,6 +214,8 @@ class DOSPrediction:
     S_std: np.ndarray
     coverage: float
     calibrated: bool
+    in_domain: np.ndarray | None = None
+    ad_distance: np.ndarray | None = None
 
 
 class DOSHeadRegressor(BaseEstimator):
@@ -223,7 +225,10 @@ class DOSHeadRegressor(BaseEstimator):
     potential_weight: factor on the potential's terms; dft_weight: factor on the DFT terms;
     peak_alpha: mode fraction above the last-peak proxy; curve_temperatures: where curve labels sit;
     loss: "mae" (mean absolute standardised error, robust to the heavy tail of last-peak frequencies
-    up to 110 THz) or "mse"; potential_stretch: factor s applied to the frequencies of the potential's
+    up to 110 THz) or "mse"; ad_neighbors/ad_quantile: the applicability domain (mean distance to the
+    nearest training rows in the scaled feature space, threshold at that quantile of the training rows'
+    own distances); a row outside it gets no interval, because the conformal quantiles were calibrated
+    on rows like the training data; potential_stretch: factor s applied to the frequencies of the potential's
     DOS labels before they enter the loss (g(ν) -> g(ν/s)/s, its S and Cv recomputed): "fit" = median
     of DFT last peak / potential last peak over training rows with both (universal potentials are
     softer than DFT), a number, or 1.0 for none; early_stopping: "dft" (validation loss of the DFT
@@ -236,7 +241,7 @@ class DOSHeadRegressor(BaseEstimator):
                  curve_temperatures: tuple = DEFAULT_CURVE_T, loss: str = "mae", cv_folds: int = 5,
                  potential_stretch: float | str = "fit", early_stopping: str = "dft", n_estimators: int = 5, val_fraction: float = 0.1,
                  coverage: float = 0.9, min_calibration: int = 20, random_state: int = 0,
-                 n_threads: int | None = None):
+                 n_threads: int | None = None, ad_neighbors: int = 5, ad_quantile: float = 0.95):
         self.hidden = hidden
         self.bin_THz = bin_THz
         self.lr = lr
@@ -258,6 +263,8 @@ class DOSHeadRegressor(BaseEstimator):
         self.min_calibration = min_calibration
         self.random_state = random_state
         self.n_threads = n_threads
+        self.ad_neighbors = ad_neighbors
+        self.ad_quantile = ad_quantile
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -315,6 +322,7 @@ class DOSHeadRegressor(BaseEstimator):
         span = Xk.max(axis=0) - self.x_min_
         self.x_scale_ = np.where(span > 0, span, 1.0)
         Xn = self._scale(Xk)
+        self.domain_ = ApplicabilityDomain(int(self.ad_neighbors), float(self.ad_quantile)).fit(Xn)
         self.stretch_ = self._stretch(y)
         if self.stretch_ != 1.0:
             y = self._stretched(y, self.stretch_)
@@ -539,8 +547,12 @@ class DOSHeadRegressor(BaseEstimator):
 
     def predict_thermo(self, X, temperatures_K=(305.0,)) -> DOSPrediction:
         """S, Cv (J/K/mol-atom), F, U (kJ/mol-atom) of the ensemble-mean DOS at each temperature, with
-        conformal intervals for S and Cv (NaN outside the calibrated 5–800 K)."""
-        members = self.predict_member_dos(X)
+        conformal intervals for S and Cv (NaN outside the calibrated 5–800 K and for rows outside the
+        applicability domain; ``in_domain`` is None for models saved without a domain)."""
+        Xn = self._prepare(X)
+        members = np.stack([self._member_dos(net, Xn) for net in self.nets_])
+        domain = getattr(self, "domain_", None)
+        in_domain, dist = domain.in_domain(Xn) if domain is not None else (None, None)
         dos = members.mean(axis=0)
         t = np.atleast_1d(np.asarray(temperatures_K, dtype=np.float64))
         th = thermo_from_dos(dos, t, FINE_GRID)
@@ -556,9 +568,12 @@ class DOSHeadRegressor(BaseEstimator):
             per_member_cv = np.stack([thermo_from_dos(d, t, FINE_GRID)["Cv_J_per_K_mol_atom"] for d in members])
             qS = np.where(inside, z * per_member.std(axis=0), np.nan)
             qC = np.where(inside, z * per_member_cv.std(axis=0), np.nan)
+        qS, qC = np.broadcast_to(qS, S.shape).copy(), np.broadcast_to(qC, Cv.shape).copy()
+        if in_domain is not None:
+            qS[~in_domain], qC[~in_domain] = np.nan, np.nan
         return DOSPrediction(t, S, S - qS, S + qS, Cv, np.maximum(Cv - qC, 0.0), np.minimum(Cv + qC, 3 * R_GAS),
                              th["F_kJ_per_mol_atom"], th["U_kJ_per_mol_atom"], per_member.std(axis=0),
-                             float(self.coverage), bool(self.calibrated_))
+                             float(self.coverage), bool(self.calibrated_), in_domain, dist)
 
     # ------------------------------------------------------------------ state for the registry
     def get_state(self) -> tuple[dict[str, torch.Tensor], dict]:
@@ -570,10 +585,14 @@ class DOSHeadRegressor(BaseEstimator):
         arrays |= {f"scale.{k}": np.atleast_1d(v) for k, v in self.scales_.items()}
         for key, value in arrays.items():
             tensors[f"array.{key}"] = torch.as_tensor(np.asarray(value, dtype=np.float64)).contiguous()
+        if getattr(self, "domain_", None) is not None:  # float32 holds the reference rows losslessly (see fit)
+            tensors["domain.X"] = torch.as_tensor(self.domain_.X_.astype(np.float32)).contiguous()
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
         meta = {"params": params, "n_features_in": int(self.n_features_in_), "n_members": len(self.nets_),
                 "peak_coef": list(self.peak_coef_), "potential_stretch_fitted": float(self.stretch_), "calibrated": bool(self.calibrated_),
                 "n_calibration": int(self.n_calibration_), "label_counts": self.label_counts_,
+                "ad_threshold": (float(self.domain_.threshold_) if getattr(self, "domain_", None) is not None
+                                 else None),
                 "train_info": self.train_info_}
         return tensors, meta
 
@@ -596,6 +615,11 @@ class DOSHeadRegressor(BaseEstimator):
         est.n_calibration_ = int(meta["n_calibration"])
         est.label_counts_ = dict(meta.get("label_counts", {}))
         est.train_info_ = list(meta.get("train_info", []))
+        est.domain_ = None  # models saved before the applicability domain have none
+        if "domain.X" in tensors and meta.get("ad_threshold") is not None:
+            est.domain_ = ApplicabilityDomain(est.ad_neighbors, est.ad_quantile)
+            est.domain_.X_ = tensors["domain.X"].numpy().astype(np.float64)
+            est.domain_.threshold_ = float(meta["ad_threshold"])
         est.nets_ = []
         for i in range(int(meta["n_members"])):
             est.nets_.append(load_member(DOSNet(len(est.keep_idx_), est.hidden, est.n_coarse_), tensors, i))

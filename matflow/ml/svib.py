@@ -321,6 +321,8 @@ def _predict_table(model, table, temperatures_K: Sequence[float]) -> tuple[pd.Da
     dos = est.predict_dos(X)
     out = []
     for i, (source, formula) in enumerate(zip(ok["source"], ok["formula"], strict=True)):
+        domain = {"in_domain": None if pred.in_domain is None else bool(pred.in_domain[i]),
+                  "ad_distance": np.nan if pred.ad_distance is None else float(pred.ad_distance[i])}
         for j, T in enumerate(pred.temperatures_K):
             out.append({"source": source, "formula": formula, "T_K": float(T),
                         "S_J_per_K_mol_atom": pred.S[i, j], "S_lower": pred.S_lower[i, j], "S_upper": pred.S_upper[i, j],
@@ -328,7 +330,7 @@ def _predict_table(model, table, temperatures_K: Sequence[float]) -> tuple[pd.Da
                         "S_lower_meV": pred.S_lower[i, j] * MEV_PER_J, "S_upper_meV": pred.S_upper[i, j] * MEV_PER_J,
                         "Cv_J_per_K_mol_atom": pred.Cv[i, j], "Cv_lower": pred.Cv_lower[i, j],
                         "Cv_upper": pred.Cv_upper[i, j], "F_kJ_per_mol_atom": pred.F[i, j],
-                        "coverage": pred.coverage})
+                        "coverage": pred.coverage, **domain})
     return pd.DataFrame(out), {str(s): dos[i] for i, s in enumerate(ok["source"])}
 
 
@@ -398,16 +400,21 @@ def svib_table_text(rows: pd.DataFrame, model) -> str:
     def interval(lo: float, hi: float, digits: int) -> str:
         return f"[{lo:.{digits}f}, {hi:.{digits}f}]" if np.isfinite(lo) and np.isfinite(hi) else "none"
 
+    def domain(flag) -> str:
+        return "unknown" if flag is None or (isinstance(flag, float) and np.isnan(flag)) else (
+            "in" if flag else "OUT")
+
     head = ["source", "formula", "T (K)", "S (J/K/mol-atom)", "interval", "S (meV/K/atom)", "interval",
-            "Cv (J/K/mol-atom)", "F (kJ/mol-atom)"]
+            "Cv (J/K/mol-atom)", "F (kJ/mol-atom)", "domain"]
     body = [[str(r.source), str(r.formula), f"{r.T_K:g}", f"{r.S_J_per_K_mol_atom:.2f}",
              interval(r.S_lower, r.S_upper, 2), f"{r.S_meV_per_K_atom:.4f}",
              interval(r.S_lower_meV, r.S_upper_meV, 4), f"{r.Cv_J_per_K_mol_atom:.2f}",
-             f"{r.F_kJ_per_mol_atom:.3f}"] for r in rows.itertuples()]
+             f"{r.F_kJ_per_mol_atom:.3f}", domain(r.in_domain)] for r in rows.itertuples()]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [head, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append(f"intervals: {rows['coverage'].iloc[0]:.0%} conformal, calibrated on the potential's S(T) and "
-                 "Cv(T) of the training rows (5-800 K; none outside); labels and limits: models/"
-                 f"{model.name}/{model.version}/README.md")
+                 "Cv(T) of the training rows (5-800 K; none outside); domain OUT: farther from the training "
+                 "rows than 95 % of them are from each other, no interval given; unknown: the model was saved "
+                 f"without a domain; labels and limits: models/{model.name}/{model.version}/README.md")
     return "\n".join(lines)

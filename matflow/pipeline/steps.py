@@ -254,7 +254,8 @@ def _predict_dos(registered, structure: Structure, source: str) -> list[dict]:
     if rows.empty:
         raise ItemFailed("predict", source, f"{registered.name}: no prediction (featurization failed)")
     row = rows.iloc[0]
-    common = {"coverage": _plain(row["coverage"]), "std": None, "in_domain": None, "distance": None,
+    common = {"coverage": _plain(row["coverage"]), "std": None, "in_domain": _plain(row.get("in_domain")),
+              "distance": _plain(row.get("ad_distance")),
               "interval_ok": None, "in_training_data": None, "training_label": None,
               "model": registered.name, "model_version": registered.version}
     return [{"target": f"S_vib_{SVIB_T_K:g}K", "value": _plain(row["S_J_per_K_mol_atom"]),

@@ -211,3 +211,25 @@ def test_estimator_follows_the_sklearn_parameter_rules():
     assert copy.get_params() == est.get_params() and not hasattr(copy, "nets_")
     with pytest.raises(ValueError, match="bin_THz"):
         DOSHeadRegressor(bin_THz=0.25, n_estimators=1, epochs=1).fit(np.zeros((4, 2)), {"cv300": np.ones(4)})
+
+
+def test_a_row_far_from_the_training_data_gets_no_interval(einstein_fit, tmp_path):
+    est, X, _, train, test = einstein_fit
+    far = X[test[:2]] + 50.0 * (X[train].max(axis=0) - X[train].min(axis=0))
+    pred = est.predict_thermo(np.vstack([X[train[:3]], far]), [305.0])
+    assert pred.in_domain is not None and pred.in_domain[:3].all() and not pred.in_domain[3:].any()
+    assert np.isfinite(pred.S_upper[:3]).all() and np.isnan(pred.S_upper[3:]).all()
+    assert np.isnan(pred.Cv_lower[3:]).all() and np.isfinite(pred.S[3:]).all()  # the value itself stays
+    assert pred.ad_distance[3:].min() > 10 * pred.ad_distance[:3].max()
+    folder = save_dos_model(est, tmp_path / "svib_ad" / "v1", name="svib_ad", version="v1",
+                            feature_names=["x0", "x1", "x2"], label_sources={})
+    loaded = load("svib_ad", root=tmp_path).estimator
+    again = loaded.predict_thermo(np.vstack([X[train[:3]], far]), [305.0])
+    np.testing.assert_array_equal(again.in_domain, pred.in_domain)
+    np.testing.assert_allclose(again.ad_distance, pred.ad_distance, rtol=1e-5)
+    tensors, meta = est.get_state()  # a model saved before the domain existed loads without one
+    tensors.pop("domain.X")
+    old = DOSHeadRegressor.from_state(tensors, {**meta, "ad_threshold": None})
+    legacy = old.predict_thermo(far, [305.0])
+    assert legacy.in_domain is None and np.isfinite(legacy.S_upper).all()
+    assert folder.exists()
