@@ -28,15 +28,16 @@ def simulate_task(composition: dict, options: dict) -> dict:
 @flow(name="sro", log_prints=True)
 def sro(composition: str, lattice: str = "fcc", temperatures_K: list[float] = (1200.0, 800.0, 500.0),
         size: int | None = None, a: float | None = None, potential: str = "sevenn-0", n_train: int = 60,
-        sweeps: int = 200, seed: int = 0, output: str | None = None) -> dict:
-    """Fit an energy model to a universal potential, anneal with Monte Carlo, report SRO per T."""
+        sweeps: int = 200, seed: int = 0, cutoffs: str | None = None, output: str | None = None) -> dict:
+    """Fit an energy model to a universal potential, anneal with Monte Carlo, report SRO per T.
+    ``cutoffs``: as ``matflow sro simulate --cutoffs`` ("5.0", "5.0,4.0" or "auto"; default pairs to 4 Å)."""
     from matflow.screening.composition import parse_composition
     from matflow.sro.summary import simulation_table
 
     comp = parse_composition(composition)
     result = simulate_task(comp, dict(lattice=lattice, temperatures=list(temperatures_K), size=size,
                                       a=a, potential=potential, n_train=n_train, sweeps=sweeps,
-                                      seed=seed))
+                                      seed=seed, cutoffs=cutoffs))
     if output:
         from matflow.outputs import atomic_write_text
 

@@ -648,6 +648,9 @@ def sro_simulate(
                                   "training cells: sevenn-0 (default, agrees with DFT on CrCoNi), "
                                   "chgnet, sevenn-l3i5, ..."),
     n_train: int = typer.Option(60, "--n-train", help="Training cells for the cluster expansion."),
+    cutoffs: str = typer.Option(None, "--cutoffs", help="Cluster cutoffs (Å): 5.0 (pairs), 5.0,4.0 "
+                                "(pairs, triplets) or auto (pairs only or with triplets, chosen by "
+                                "cross-validation on the training cells). Default: pairs to 4 Å."),
     sweeps: int = typer.Option(200, "--sweeps", help="Production sweeps per temperature."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     model: Path = typer.Option(None, "--model", help="A saved energy model folder (skips the fit)."),
@@ -675,7 +678,8 @@ def sro_simulate(
         try:
             result = simulate_sro(comp, lattice=lattice, a=a, temperatures=temps, size=size,
                                   potential=potential, n_train=n_train, sweeps=sweeps, seed=seed,
-                                  model=model, progress=lambda msg: console.print(msg, highlight=False))
+                                  cutoffs=cutoffs, model=model,
+                                  progress=lambda msg: console.print(msg, highlight=False))
         except (SROInputError, ValueError) as exc:
             raise usage_error(str(exc)) from None
     if plots is not None:

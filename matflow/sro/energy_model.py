@@ -10,7 +10,12 @@ trained on energies of the chosen universal potential for ideal-lattice supercel
   covers the SRO that the production Monte Carlo visits, not only the random state;
 * the fit is k-fold cross-validated (RMSE in meV/atom and R² of the out-of-fold predictions against
   the potential), and validated on held-out single swaps — the moves the Monte Carlo makes — as
-  the error of the predicted swap energy in meV per swap.
+  the error of the predicted swap energy in meV per swap;
+* pairs only, or pairs and triplets: given several candidate cutoff sets, the expansion picks one
+  by cross-validation on the training cells alone (the simplest candidate within one standard
+  error of the best, Hastie, Tibshirani & Friedman, *Elements of Statistical Learning*, 7.10), and
+  its reported CV error is nested (the choice is redone inside every outer fold). The held-out
+  swaps play no part in the choice.
 
 A fitted model is saved as icet's own ClusterExpansion file plus a JSON manifest (composition,
 lattice, a, cutoffs, potential provenance, metrics); nothing is pickled.
@@ -34,6 +39,8 @@ from matflow.sro.lattice import IDEAL_C_OVER_A, KNOWN_LATTICES, LatticeError, SR
 from matflow.sro.lattice import ideal_supercell as _ideal_supercell
 
 FIT_METHODS = ("ardr", "ridge", "lasso", "ols")
+DEFAULT_PAIR_CUTOFF = 4.0
+"""Pair cutoff (Å) used when none is given: two fcc shells at a = 3.56 Å."""
 _ATOMS_PER_CELL = {"fcc": 4, "bcc": 2, "hcp": 4}  # conventional / orthohexagonal cell
 
 
@@ -202,6 +209,77 @@ def partially_ordered_supercells(composition: Mapping[str, float], lattice: str,
     return out
 
 
+# ---------------------------------------------------------------------------------- cutoffs
+def triplet_cutoffs(lattice: str, a: float) -> tuple[float, float]:
+    """Triplet cutoffs (Å) halfway between neighbour shells 1-2 and 2-3 of the ideal lattice: the
+    first keeps nearest-neighbour triangles, the second adds those with second-neighbour sides."""
+    from matflow.sro.lattice import shell_distances
+
+    r = shell_distances(check_lattice(lattice), float(a), 3)
+    return round(float(r[0] + r[1]) / 2, 4), round(float(r[1] + r[2]) / 2, 4)
+
+
+def cutoff_candidates(lattice: str, a: float,
+                      pair_cutoff: float = DEFAULT_PAIR_CUTOFF) -> list[tuple[float, ...]]:
+    """Cutoff sets that ``cutoffs="auto"`` chooses among: pairs only, then pairs plus each of the
+    two ``triplet_cutoffs``."""
+    pair_cutoff = float(pair_cutoff)
+    return [(pair_cutoff,)] + [(pair_cutoff, t) for t in triplet_cutoffs(lattice, a)]
+
+
+def _check_cutoff_set(cutoffs) -> tuple[float, ...]:
+    try:
+        values = tuple(float(c) for c in cutoffs)
+    except (TypeError, ValueError):
+        raise ValueError(f"cutoffs {cutoffs!r}: need numbers (Å), one per cluster order from "
+                         "pairs up") from None
+    if not values or any(not (math.isfinite(c) and c > 0) for c in values):
+        raise ValueError(f"cutoffs {cutoffs!r}: need at least one positive cutoff (Å)")
+    return values
+
+
+def cutoff_sets(cutoffs) -> list[tuple[float, ...]]:
+    """Candidate cutoff sets from one set ``(5.0, 4.0)`` or a list of sets ``[(5.0,), (5.0, 4.0)]``."""
+    if isinstance(cutoffs, str):
+        raise ValueError(f"cutoffs {cutoffs!r}: resolve 'auto' with cutoff_candidates() first")
+    items = list(cutoffs) if cutoffs is not None else []
+    if items and all(isinstance(c, Sequence) and not isinstance(c, str) for c in items):
+        sets = [_check_cutoff_set(c) for c in items]
+        if len(set(sets)) != len(sets):
+            raise ValueError(f"cutoffs {cutoffs!r}: the same candidate appears twice")
+        return sets
+    return [_check_cutoff_set(items)]
+
+
+def _fold_rmse(x: np.ndarray, y: np.ndarray, reg, folds) -> tuple[float, float]:
+    """Out-of-fold RMSE (eV/atom) and its standard error from the spread of the fold RMSEs."""
+    from sklearn.base import clone
+
+    sq, per_fold = np.zeros(len(y)), []
+    for train, test in folds.split(x):
+        model = clone(reg).fit(x[train], y[train])
+        r = model.predict(x[test]) - y[test]
+        sq[test] = r**2
+        per_fold.append(float(np.sqrt(np.mean(r**2))))
+    k = len(per_fold)
+    se = float(np.std(per_fold, ddof=1) / math.sqrt(k)) if k > 1 else 0.0
+    return float(np.sqrt(np.mean(sq))), se
+
+
+def _choose(xs: list[np.ndarray], y: np.ndarray, reg, folds) -> tuple[int, list[dict]]:
+    """Index of the candidate feature set with the fewest columns whose CV RMSE lies within one
+    standard error of the lowest (one-standard-error rule), and each candidate's CV numbers."""
+    rows = []
+    for x in xs:
+        rmse, se = _fold_rmse(x, y, reg, folds)
+        rows.append({"cv_rmse_meV_per_atom": 1000 * rmse, "cv_rmse_se_meV_per_atom": 1000 * se,
+                     "n_parameters": x.shape[1] + 1})
+    best = min(range(len(rows)), key=lambda k: rows[k]["cv_rmse_meV_per_atom"])
+    limit = rows[best]["cv_rmse_meV_per_atom"] + rows[best]["cv_rmse_se_meV_per_atom"]
+    within = [k for k, r in enumerate(rows) if r["cv_rmse_meV_per_atom"] <= limit]
+    return min(within, key=lambda k: (rows[k]["n_parameters"], k)), rows
+
+
 # ---------------------------------------------------------------------------------- estimator
 def _regressor(fit_method: str, random_state: int):
     from sklearn.linear_model import ARDRegression, LassoCV, LinearRegression, RidgeCV
@@ -220,12 +298,16 @@ class ClusterExpansionModel:
 
     ``fit(structures, energies_eV)`` takes ideal-lattice ASE cells and their total energies (eV per
     cell); the expansion predicts energy per atom. ``cutoffs`` (Å): one entry per cluster order
-    from pairs up (``(4.0,)`` = pairs only, what the fast Monte Carlo needs). ``species``: the
-    allowed elements (default: all found in the training cells). ``cv``: folds of the reported
-    cross-validation (RMSE and R² of out-of-fold predictions).
+    from pairs up (``(4.0,)`` = pairs only, ``(5.0, 4.0)`` = pairs and triplets; the fast Monte
+    Carlo takes up to triplets), or a list of such sets to choose from by ``cv``-fold
+    cross-validation on the training cells (one-standard-error rule; the chosen set is
+    ``cutoffs_``, the comparison ``cutoff_selection_``, and the reported CV error is then nested).
+    ``species``: the allowed elements (default: all found in the training cells). ``cv``: folds of
+    the reported cross-validation (RMSE and R² of out-of-fold predictions).
     """
 
-    def __init__(self, lattice: str = "fcc", a: float = 3.56, cutoffs: Sequence[float] = (4.0,),
+    def __init__(self, lattice: str = "fcc", a: float = 3.56,
+                 cutoffs: Sequence[float] | Sequence[Sequence[float]] = (DEFAULT_PAIR_CUTOFF,),
                  species: Sequence[str] | None = None, fit_method: str = "ardr", cv: int = 5,
                  random_state: int = 0) -> None:
         self.lattice = lattice
@@ -245,11 +327,11 @@ class ClusterExpansionModel:
             setattr(self, key, value)
         return self
 
-    def _cluster_space(self, species: list[str]):
+    def _cluster_space(self, species: list[str], cutoffs: Sequence[float]):
         from icet import ClusterSpace
 
         prim = primitive_cell(self.lattice, float(self.a), species[0])
-        return ClusterSpace(prim, [float(c) for c in self.cutoffs], [species] * len(prim))
+        return ClusterSpace(prim, [float(c) for c in cutoffs], [species] * len(prim))
 
     def fit(self, structures: Sequence[Atoms], energies_eV: Sequence[float]
             ) -> ClusterExpansionModel:
@@ -260,8 +342,7 @@ class ClusterExpansionModel:
         check_lattice(self.lattice)
         if self.fit_method not in FIT_METHODS:
             raise ValueError(f"fit_method {self.fit_method!r}: unknown; choose one of {FIT_METHODS}")
-        if not self.cutoffs or any(not float(c) > 0 for c in self.cutoffs):
-            raise ValueError(f"cutoffs {self.cutoffs!r}: need at least one positive cutoff (Å)")
+        candidates = cutoff_sets(self.cutoffs)
         energies = np.asarray(energies_eV, dtype=np.float64)
         if len(structures) != len(energies) or len(structures) < max(self.cv, 2):
             raise ValueError(f"structures/energies: {len(structures)} cells and {len(energies)} "
@@ -269,15 +350,42 @@ class ClusterExpansionModel:
         if not np.all(np.isfinite(energies)):
             raise ValueError("energies_eV: contains non-finite values")
         species = sorted(self.species or {s for at in structures for s in at.get_chemical_symbols()})
-        cs = self._cluster_space(species)
+        spaces = [self._cluster_space(species, c) for c in candidates]
         n_atoms = np.array([len(at) for at in structures], dtype=np.float64)
-        x = np.array([cs.get_cluster_vector(at) for at in structures])
+        xs = [np.array([cs.get_cluster_vector(at) for at in structures]) for cs in spaces]
         y = energies / n_atoms
         reg = _regressor(self.fit_method, self.random_state)
         folds = KFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
-        y_cv = cross_val_predict(reg, x[:, 1:], y, cv=folds)
+        if len(candidates) == 1:
+            chosen = 0
+            y_cv = cross_val_predict(reg, xs[0][:, 1:], y, cv=folds)
+            self.cutoff_selection_ = None
+        else:
+            chosen, rows = _choose([x[:, 1:] for x in xs], y, reg, folds)
+            # nested: the choice is made again on the training rows of every outer fold
+            y_cv = np.zeros_like(y)
+            outer_choices = []
+            for train, test in folds.split(y):
+                inner = KFold(n_splits=min(self.cv, len(train)), shuffle=True,
+                              random_state=self.random_state)
+                k, _ = _choose([x[train, 1:] for x in xs], y[train], reg, inner)
+                outer_choices.append(k)
+                model = _regressor(self.fit_method, self.random_state)
+                model.fit(xs[k][train, 1:], y[train])
+                y_cv[test] = model.predict(xs[k][test, 1:])
+            self.cutoff_selection_ = {
+                "rule": "fewest parameters within one standard error of the lowest CV RMSE, "
+                        f"{self.cv}-fold CV on the training cells only",
+                "candidates": [{"cutoffs_A": list(c), **r}
+                               for c, r in zip(candidates, rows, strict=True)],
+                "chosen_cutoffs_A": list(candidates[chosen]),
+                "outer_fold_choices": [list(candidates[k]) for k in outer_choices],
+            }
+        x = xs[chosen]
+        cs = spaces[chosen]
         reg.fit(x[:, 1:], y)
         params = np.concatenate([[reg.intercept_], reg.coef_])
+        self.cutoffs_ = candidates[chosen]
         self.cluster_space_ = cs
         self.species_ = species
         self.ce_ = ClusterExpansion(cs, params, metadata={"fit_method": self.fit_method})
@@ -292,6 +400,7 @@ class ClusterExpansionModel:
             "cv_r2": 1 - float(np.sum(resid_cv**2)) / sst if sst > 0 else float("nan"),
             "train_rmse_meV_per_atom": 1000 * float(np.sqrt(np.mean(resid_train**2))),
             "cv_folds": int(self.cv),
+            "cv_nested": len(candidates) > 1,
         }
         return self
 
@@ -332,7 +441,8 @@ class EnergyModelFit:
 
     def to_dict(self) -> dict:
         return {"composition": self.composition, "lattice": self.lattice, "a_A": self.a,
-                "size": list(self.size), "cutoffs_A": [float(c) for c in self.model.cutoffs],
+                "size": list(self.size), "cutoffs_A": [float(c) for c in self.model.cutoffs_],
+                "cutoff_selection": self.model.cutoff_selection_,
                 "species": self.model.species_, "fit_method": self.model.fit_method,
                 "potential": self.potential, "metrics": self.metrics, "settings": self.settings,
                 "timings_s": self.timings_s,
@@ -366,6 +476,8 @@ def load_energy_model(directory: str | Path) -> EnergyModelFit:
     model.cluster_space_ = model.ce_.get_cluster_space_copy()
     model.species_ = meta["species"]
     model.metrics_ = meta["metrics"]
+    model.cutoffs_ = tuple(meta["cutoffs_A"])
+    model.cutoff_selection_ = meta.get("cutoff_selection")
     return EnergyModelFit(model=model, composition=meta["composition"], lattice=meta["lattice"],
                           a=meta["a_A"], size=tuple(meta["size"]), potential=meta["potential"],
                           metrics=meta["metrics"], settings=meta.get("settings", {}),
@@ -401,13 +513,17 @@ def single_swaps(cells: Sequence[Atoms], rng: np.random.Generator) -> list[Atoms
 
 def fit_energy_model(composition: Mapping[str, float], lattice: str = "fcc",
                      a: float | None = None, *, potential="chgnet", n_structures: int = 60,
-                     size: int | Sequence[int] = 3, cutoffs: Sequence[float] = (4.0,),
+                     size: int | Sequence[int] = 3,
+                     cutoffs: Sequence[float] | Sequence[Sequence[float]] | str = (
+                         DEFAULT_PAIR_CUTOFF,),
                      fit_method: str = "ardr", cv: int = 5, ordered_fraction: float = 0.5,
                      n_swaps: int = 16, relax: bool = False, seed: int = 0,
                      potential_energies=None) -> EnergyModelFit:
     """Generate random and partially ordered cells, label them with ``potential`` (a name or a
     loaded Potential), fit a cluster expansion, cross-validate it and test it on single swaps.
 
+    ``cutoffs``: one set (Å, pairs up), a list of sets to choose among by cross-validation on the
+    training cells, or ``"auto"`` for ``cutoff_candidates`` (pairs only, or pairs and triplets).
     ``relax``: relax atomic positions (fixed ideal cell) before taking the energy; the expansion
     then describes relaxed energies on the ideal lattice. ``potential_energies``: optional callable
     ``list[Atoms] -> eV array`` replacing the potential (synthetic models, tests).
@@ -419,6 +535,11 @@ def fit_energy_model(composition: Mapping[str, float], lattice: str = "fcc",
     a_note = "given"
     if a is None:
         a, a_note = vegard_lattice_parameter(comp, lattice), "Vegard (Zen's law) estimate"
+    if isinstance(cutoffs, str):
+        if cutoffs.strip().lower() != "auto":
+            raise SROInputError(f"cutoffs {cutoffs!r}: give numbers (Å) or 'auto'")
+        cutoffs = cutoff_candidates(lattice, a)
+    candidates = cutoff_sets(cutoffs)
     reps = _reps(size)
     n_sites = _ATOMS_PER_CELL[lattice] * int(np.prod(reps))
     species_counts(comp, n_sites, lattice=lattice)
@@ -449,10 +570,20 @@ def fit_energy_model(composition: Mapping[str, float], lattice: str = "fcc",
     n_labelled = len(cells) + len(bases) + len(swapped)
 
     t2 = time.perf_counter()
-    model = ClusterExpansionModel(lattice=lattice, a=a, cutoffs=tuple(cutoffs),
+    model = ClusterExpansionModel(lattice=lattice, a=a,
+                                  cutoffs=candidates[0] if len(candidates) == 1 else candidates,
                                   species=list(comp), fit_method=fit_method, cv=cv,
                                   random_state=seed).fit(cells, energies)
     metrics = {**model.metrics_, **model.swap_errors(bases, swapped, e_bases, e_swapped)}
+    if model.cutoff_selection_ is not None:
+        # what the other candidates would have given on the held-out swaps: reported beside the
+        # choice, never used for it
+        for row in model.cutoff_selection_["candidates"]:
+            other = model if tuple(row["cutoffs_A"]) == model.cutoffs_ else ClusterExpansionModel(
+                lattice=lattice, a=a, cutoffs=tuple(row["cutoffs_A"]), species=list(comp),
+                fit_method=fit_method, cv=cv, random_state=seed).fit(cells, energies)
+            row["swap_rmse_meV_not_used_for_choice"] = other.swap_errors(
+                bases, swapped, e_bases, e_swapped)["swap_rmse_meV"]
     t_fit = time.perf_counter() - t2
     return EnergyModelFit(
         model=model, composition=comp, lattice=lattice, a=float(a), size=reps, potential=prov,

@@ -22,6 +22,7 @@ from matflow.sro.energy_model import (
     EnergyModelFit,
     check_composition,
     check_lattice,
+    cutoff_candidates,
     fit_energy_model,
     load_energy_model,
     random_supercell,
@@ -42,6 +43,36 @@ configurational energies are flatter and order the wrong way (benchmarks/results
 def _versions() -> dict:
     return installed_versions(("matflow", "icet", "numba", "numpy", "scikit-learn", "ase", "chgnet",
                                "sevenn", "torch"))
+
+
+def parse_cutoffs(cutoffs: str | Sequence[float] | None, *, lattice: str, a: float,
+                  pair_cutoff: float) -> tuple[list, str]:
+    """Cutoff set(s) for ``fit_energy_model`` and why: ``None`` = pairs to ``pair_cutoff``;
+    ``"auto"`` = choose pairs only or pairs + triplets by CV on the training cells;
+    ``"5.0,4.0"`` or ``(5.0, 4.0)`` = that set (pair, triplet cutoffs in Å)."""
+    if cutoffs is None:
+        return [float(pair_cutoff)], "default: pairs only"
+    if isinstance(cutoffs, str):
+        text = cutoffs.strip().lower()
+        if text == "auto":
+            return (cutoff_candidates(lattice, a, pair_cutoff),
+                    "auto: pairs only or pairs + triplets, chosen by cross-validation on the "
+                    "training cells")
+        try:
+            values = [float(v) for v in text.split(",")]
+        except ValueError:
+            raise SROInputError(f"cutoffs {cutoffs!r}: give 'auto' or comma-separated cutoffs in "
+                                "Å, pair first, e.g. 5.0,4.0") from None
+    else:
+        try:
+            values = [float(v) for v in cutoffs]
+        except (TypeError, ValueError):
+            raise SROInputError(f"cutoffs {cutoffs!r}: give 'auto' or one or two numbers (Å), "
+                                "pair first") from None
+    if not 1 <= len(values) <= 2 or not all(np.isfinite(v) and 0 < v <= 20 for v in values):
+        raise SROInputError(f"cutoffs {cutoffs!r}: need one or two cutoffs in (0, 20] Å (pair, "
+                            "triplet); the fast Monte Carlo takes clusters up to triplets")
+    return values, "given"
 
 
 def default_mc_size(composition: Mapping[str, float], lattice: str) -> int:
@@ -100,7 +131,8 @@ def simulate_sro(composition: Mapping[str, float], *, lattice: str = "fcc",
                  a: float | None = None, temperatures: Sequence[float] = (1200, 800, 500),
                  size: int | Sequence[int] | None = None, potential: str = DEFAULT_SRO_POTENTIAL,
                  n_train: int = 60, train_size: int | Sequence[int] | None = None,
-                 cutoff: float = 4.0, fit_method: str = "ardr",
+                 cutoff: float = 4.0, cutoffs: str | Sequence[float] | None = None,
+                 fit_method: str = "ardr",
                  sweeps: int = 200, equilibration_sweeps: int | None = None,
                  n_shells: int = 2, seed: int = 0,
                  model: EnergyModelFit | str | Path | None = None,
@@ -111,14 +143,17 @@ def simulate_sro(composition: Mapping[str, float], *, lattice: str = "fcc",
     such in ``a_source``. ``size``: cubic repeats of the conventional cell for the Monte Carlo
     (default 8 on fcc = 2,048 atoms, or the next size with integer atom counts). ``sweeps``:
     production sweeps per temperature (one sweep = one trial swap per atom); equilibration sweeps
-    default to half of them. ``model``: a fitted ``EnergyModelFit`` or the directory of a saved one
-    (then nothing is fitted and ``potential``/``n_train`` are ignored).
+    default to half of them. ``cutoff``: pair cutoff (Å). ``cutoffs``: ``None`` (pairs only, to
+    ``cutoff``), ``"auto"`` (pairs only or with triplets, chosen by cross-validation on the training
+    cells alone) or explicit ``"5.0,4.0"`` / ``(5.0, 4.0)`` (pair, triplet; Å). ``model``: a
+    fitted ``EnergyModelFit`` or the directory of a saved one (then nothing is fitted and
+    ``potential``, ``n_train`` and ``cutoffs`` are ignored).
     """
     from matflow.sro.lattice import shell_neighbours
     from matflow.sro.montecarlo import (
         CanonicalMonteCarlo,
         anneal,
-        pair_hamiltonian_from_ce,
+        hamiltonian_from_ce,
         types_from_symbols,
     )
     from matflow.sro.motifs import motif_kl
@@ -137,10 +172,14 @@ def simulate_sro(composition: Mapping[str, float], *, lattice: str = "fcc",
     if model is None:
         a_source = "given" if a is not None else "Vegard (Zen's law) estimate from elemental volumes"
         a = float(a) if a is not None else vegard_lattice_parameter(comp, lattice)
+        requested, why = parse_cutoffs(cutoffs, lattice=lattice, a=a, pair_cutoff=cutoff)
         say(f"fitting the energy model on {potential} ({n_train} cells)")
         fit = fit_energy_model(comp, lattice, a, potential=potential, n_structures=n_train,
-                               size=train_size or DEFAULT_TRAIN_SIZE[lattice], cutoffs=(cutoff,),
+                               size=train_size or DEFAULT_TRAIN_SIZE[lattice], cutoffs=requested,
                                fit_method=fit_method, seed=seed)
+        selection = fit.model.cutoff_selection_
+        if selection is not None:
+            why += f" ({selection['rule']})"
     else:
         fit = model if isinstance(model, EnergyModelFit) else load_energy_model(model)
         if fit.lattice != lattice:
@@ -152,12 +191,13 @@ def simulate_sro(composition: Mapping[str, float], *, lattice: str = "fcc",
         if a is not None and abs(float(a) - fit.a) > 1e-6:
             raise SROInputError(f"a = {a} Å differs from the model's {fit.a} Å")
         a, a_source = fit.a, "from the energy model"
+        why = "from the energy model"
     t_fit = time.perf_counter() - t_start
 
     reps = size if size is not None else default_mc_size(comp, lattice)
     rng = np.random.default_rng(seed + 1)
     cell = random_supercell(comp, lattice, a, reps, rng)
-    ham = pair_hamiltonian_from_ce(fit.cluster_expansion, cell)
+    ham = hamiltonian_from_ce(fit.cluster_expansion, cell)
     types = types_from_symbols(cell.get_chemical_symbols(), ham.species)
     n_species = len(ham.species)
     nb = shell_neighbours(cell, n_shells=n_shells, lattice=lattice, a=a)
@@ -186,8 +226,10 @@ def simulate_sro(composition: Mapping[str, float], *, lattice: str = "fcc",
         random_alpha_mean=rnd_mean.tolist(), random_alpha_std=rnd_std.tolist(),
         temperatures=records, energy_model=fit.to_dict(),
         settings={"sweeps": sweeps, "equilibration_sweeps": n_equil, "seed": seed,
-                  "n_shells": n_shells, "cutoff_A": float(max(fit.model.cutoffs)),
+                  "n_shells": n_shells, "cutoff_A": float(max(fit.model.cutoffs_)),
+                  "cutoffs_A": [float(c) for c in fit.model.cutoffs_], "cutoffs_reason": why,
                   "pair_orbit_radii_A": [float(r) for r in ham.radii],
+                  "triplet_orbit_radii_A": sorted({float(r) for r in ham.triplet_radii}),
                   "trial": "swap of two atoms of different species, Metropolis"},
         timings_s={"energy_model": t_fit, "total": time.perf_counter() - t_start},
         motif_stats=motif_stats)
