@@ -37,7 +37,7 @@ def test_shipped_registry_table(monkeypatch):
     assert res.exit_code == EXIT_OK, res.output
     header, rows, notes = _table_rows(res.stdout)
     assert header == list(COLUMNS)
-    assert {("matbench_phonons", v) for v in ("v5", "v6")} | {("alexandria_cv300", "v2"), ("alexandria_cv300", "v3"),
+    assert {("matbench_phonons", v) for v in ("v5", "v6", "v8")} | {("alexandria_cv300", "v2"), ("alexandria_cv300", "v3"),
                                                              ("cdvae-perov5", "v1"), ("svib", "v1")} == set(rows)
     # the phonon-DOS model: S_vib, Cv, F_vib from its predicted DOS; its figures are in benchmarks/results/svib.json
     svib = rows.pop(("svib", "v1"))
