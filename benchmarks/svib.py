@@ -2,7 +2,7 @@
 
   python benchmarks/svib.py                 # 5 outer folds (about 20-30 min on one shared core)
   python benchmarks/svib.py --folds 0 --members 1 --epochs 20 --out /tmp/svib_quick.json   # smoke run
-  python benchmarks/svib.py --ship          # then fit on all fixture-free rows and write models/svib/v1
+  python benchmarks/svib.py --ship          # then fit on all fixture-free rows and write models/svib/<version>
   python benchmarks/svib.py --bins 0.2 0.5 1.0   # output-bin ablation on fold 0 -> results/svib_bins.json
 
 Every figure is on rows the model did not train on:

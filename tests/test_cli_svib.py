@@ -119,7 +119,7 @@ def test_shipped_svib_on_a_fixture_cif(monkeypatch, tmp_path):
     (rec,) = json.loads(res.stdout)
     assert rec["model"].startswith("svib@") and rec["T_K"] == 305.0
     assert 5.0 < rec["S_J_per_K_mol_atom"] < 15.0
-    assert rec["S_lower"] < rec["S_J_per_K_mol_atom"] < rec["S_upper"]
+    assert rec["in_domain"] is True and rec["S_lower"] < rec["S_J_per_K_mol_atom"] < rec["S_upper"]
 
 
 def test_models_lists_the_dos_model(registry):
