@@ -34,9 +34,9 @@ def _copy(root: Path, version: str, name: str = NAME) -> Path:
 
 
 @pytest.fixture
-def v6(tmp_path) -> Path:
-    """A copy of the shipped matbench_phonons v6 under ``tmp_path/models``."""
-    return _copy(tmp_path / "models", "v6")
+def v8(tmp_path) -> Path:
+    """A copy of the shipped matbench_phonons v8 under ``tmp_path/models``."""
+    return _copy(tmp_path / "models", "v8")
 
 
 def _manifest(folder: Path) -> dict:
@@ -76,128 +76,129 @@ def _assert_one_clear_message(exc: ModelLoadError) -> None:
     ("featurizer.feature_names_in", "density", "expected a list"),
     ("uncertainty.calibrated", "yes", "expected true or false"),
 ])
-def test_field_of_the_wrong_type_names_model_version_and_field(v6, field, value, reason):
-    _write(v6, _set(_manifest(v6), field, value))
-    with pytest.raises(ModelLoadError, match=rf"^model {NAME}@v6: manifest field '{field}': {reason}") as info:
-        load(NAME, "v6", root=v6.parent.parent)
+def test_field_of_the_wrong_type_names_model_version_and_field(v8, field, value, reason):
+    _write(v8, _set(_manifest(v8), field, value))
+    with pytest.raises(ModelLoadError, match=rf"^model {NAME}@v8: manifest field '{field}': {reason}") as info:
+        load(NAME, "v8", root=v8.parent.parent)
     _assert_one_clear_message(info.value)
 
 
 @pytest.mark.parametrize("field", ["targets.0.n_outputs", "estimator.y_ndim", "featurizer.feature_names_in",
                                    "selected_features.3.name", "uncertainty"])
-def test_missing_key_names_the_field(v6, field):
-    _write(v6, _set(_manifest(v6), field, ...))
-    with pytest.raises(ModelLoadError, match=rf"^model {NAME}@v6: manifest field '{field}': missing") as info:
-        load(NAME, "v6", root=v6.parent.parent)
+def test_missing_key_names_the_field(v8, field):
+    _write(v8, _set(_manifest(v8), field, ...))
+    with pytest.raises(ModelLoadError, match=rf"^model {NAME}@v8: manifest field '{field}': missing") as info:
+        load(NAME, "v8", root=v8.parent.parent)
     _assert_one_clear_message(info.value)
 
 
 @pytest.mark.parametrize(("content", "described"), [([1, 2], "a list"), (None, "null"), ("model", "'model'"),
                                                      (3, "3")])
-def test_manifest_that_is_not_an_object(v6, content, described):
-    _write(v6, content)
+def test_manifest_that_is_not_an_object(v8, content, described):
+    _write(v8, content)
     with pytest.raises(ModelLoadError, match=f"must hold a JSON object, got {described}"):
-        load(NAME, "v6", root=v6.parent.parent)
+        load(NAME, "v8", root=v8.parent.parent)
 
 
-def test_inconsistent_fields_are_named(v6):
-    manifest = _manifest(v6)
+def test_inconsistent_fields_are_named(v8):
+    manifest = _manifest(v8)
+    n = len(manifest["selected_features"])
     manifest["estimator"]["selected_idx"] = manifest["estimator"]["selected_idx"][:-1]
-    _write(v6, manifest)
-    with pytest.raises(ModelLoadError, match="manifest field 'estimator.selected_idx': has 255 entries, "
-                                             "selected_features has 256"):
-        load(NAME, "v6", root=v6.parent.parent)
+    _write(v8, manifest)
+    with pytest.raises(ModelLoadError, match=f"manifest field 'estimator.selected_idx': has {n - 1} entries, "
+                                             f"selected_features has {n}"):
+        load(NAME, "v8", root=v8.parent.parent)
 
 
-def test_truncated_weights_fail_the_checksum(v6):
-    weights = v6 / "weights.safetensors"
+def test_truncated_weights_fail_the_checksum(v8):
+    weights = v8 / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:4096])
     with pytest.raises(ModelLoadError, match=r"weights file weights.safetensors does not match the manifest's "
                                              r"sha256 \(4096 bytes.*truncated or corrupt") as info:
-        load(NAME, "v6", root=v6.parent.parent)
+        load(NAME, "v8", root=v8.parent.parent)
     _assert_one_clear_message(info.value)
 
 
 @pytest.mark.parametrize("sha", [..., None])
 @pytest.mark.parametrize("truncate", [False, True])
-def test_weights_without_checksum_are_refused(v6, sha, truncate):
-    manifest = _manifest(v6)
+def test_weights_without_checksum_are_refused(v8, sha, truncate):
+    manifest = _manifest(v8)
     if sha is ...:
         del manifest["weights"]["sha256"]
     else:
         manifest["weights"]["sha256"] = sha
-    _write(v6, manifest)
+    _write(v8, manifest)
     if truncate:
-        weights = v6 / "weights.safetensors"
+        weights = v8 / "weights.safetensors"
         weights.write_bytes(weights.read_bytes()[:4096])
     with pytest.raises(ModelLoadError, match="manifest has no weights checksum; refusing to load unverified weights"):
-        load(NAME, "v6", root=v6.parent.parent)
+        load(NAME, "v8", root=v8.parent.parent)
 
 
-def test_unreadable_weights_with_a_matching_checksum_are_a_clear_error(v6):
+def test_unreadable_weights_with_a_matching_checksum_are_a_clear_error(v8):
     garbage = b"\x08\x00\x00\x00\x00\x00\x00\x00{not a header"
-    (v6 / "weights.safetensors").write_bytes(garbage)
-    _write(v6, _set(_manifest(v6), "weights.sha256", hashlib.sha256(garbage).hexdigest()))
-    with pytest.raises(ModelLoadError, match=f"^model {NAME}@v6: weights file weights.safetensors is not readable "
+    (v8 / "weights.safetensors").write_bytes(garbage)
+    _write(v8, _set(_manifest(v8), "weights.sha256", hashlib.sha256(garbage).hexdigest()))
+    with pytest.raises(ModelLoadError, match=f"^model {NAME}@v8: weights file weights.safetensors is not readable "
                                              "safetensors") as info:
-        load(NAME, "v6", root=v6.parent.parent)
+        load(NAME, "v8", root=v8.parent.parent)
     _assert_one_clear_message(info.value)
 
 
-def test_weights_of_another_model_are_a_clear_error(tmp_path, v6):
+def test_weights_of_another_model_are_a_clear_error(tmp_path, v8):
     other = _copy(tmp_path / "other", "v5")
-    shutil.copy(other / "weights.safetensors", v6 / "weights.safetensors")
-    _write(v6, _set(_manifest(v6), "weights.sha256", _manifest(other)["weights"]["sha256"]))
-    with pytest.raises(ModelLoadError, match=f"^model {NAME}@v6: weights do not fit the manifest") as info:
-        load(NAME, "v6", root=v6.parent.parent)
+    shutil.copy(other / "weights.safetensors", v8 / "weights.safetensors")
+    _write(v8, _set(_manifest(v8), "weights.sha256", _manifest(other)["weights"]["sha256"]))
+    with pytest.raises(ModelLoadError, match=f"^model {NAME}@v8: weights do not fit the manifest") as info:
+        load(NAME, "v8", root=v8.parent.parent)
     _assert_one_clear_message(info.value)
 
 
-def test_weights_file_cannot_point_outside_the_version_folder(v6):
-    _write(v6, _set(_manifest(v6), "weights.file", "../v5/weights.safetensors"))
+def test_weights_file_cannot_point_outside_the_version_folder(v8):
+    _write(v8, _set(_manifest(v8), "weights.file", "../v5/weights.safetensors"))
     with pytest.raises(ModelLoadError, match="manifest field 'weights.file': .*not a path"):
-        load(NAME, "v6", root=v6.parent.parent)
+        load(NAME, "v8", root=v8.parent.parent)
 
 
-def test_latest_skips_a_broken_newest_version_with_a_warning(v6):
-    root = v6.parent.parent
+def test_latest_skips_a_broken_newest_version_with_a_warning(v8):
+    root = v8.parent.parent
     _copy(root, "v5")
-    _write(v6, _set(_manifest(v6), "targets.0.unit", 5))
-    with pytest.warns(SkippedVersionWarning, match=rf"{NAME}@v6 is broken.*'targets.0.unit': expected a string"):
+    _write(v8, _set(_manifest(v8), "targets.0.unit", 5))
+    with pytest.warns(SkippedVersionWarning, match=rf"{NAME}@v8 is broken.*'targets.0.unit': expected a string"):
         model = load(NAME, root=root)
     assert model.version == "v5"
     assert model.manifest["targets"][0]["unit"] == "cm^-1"
-    with pytest.raises(ModelLoadError, match=f"^model {NAME}@v6: manifest field 'targets.0.unit'"):
-        load(NAME, "v6", root=root)
-    assert list_versions(NAME, root) == ["v5", "v6"]
-    with pytest.warns(SkippedVersionWarning, match=f"{NAME}@v6"):
+    with pytest.raises(ModelLoadError, match=f"^model {NAME}@v8: manifest field 'targets.0.unit'"):
+        load(NAME, "v8", root=root)
+    assert list_versions(NAME, root) == ["v5", "v8"]
+    with pytest.warns(SkippedVersionWarning, match=f"{NAME}@v8"):
         assert list_versions(NAME, root, valid_only=True) == ["v5"]
 
 
-def test_latest_skips_truncated_weights(v6):
-    root = v6.parent.parent
+def test_latest_skips_truncated_weights(v8):
+    root = v8.parent.parent
     _copy(root, "v5")
-    weights = v6 / "weights.safetensors"
+    weights = v8 / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.warns(SkippedVersionWarning, match=f"{NAME}@v6 is broken.*sha256"):
+    with pytest.warns(SkippedVersionWarning, match=f"{NAME}@v8 is broken.*sha256"):
         assert load(NAME, root=root).version == "v5"
 
 
-def test_latest_with_every_version_broken_is_one_clear_error(v6):
-    root = v6.parent.parent
+def test_latest_with_every_version_broken_is_one_clear_error(v8):
+    root = v8.parent.parent
     v5 = _copy(root, "v5")
-    for folder in (v5, v6):
+    for folder in (v5, v8):
         _write(folder, _set(_manifest(folder), "estimator.y_ndim", ...))
     with (pytest.warns(SkippedVersionWarning),
-          pytest.raises(ModelLoadError, match=f"^model {NAME}: none of its 2 version.s. loads; newest {NAME}@v6: "
+          pytest.raises(ModelLoadError, match=f"^model {NAME}: none of its 2 version.s. loads; newest {NAME}@v8: "
                                               "manifest field 'estimator.y_ndim': missing")):
         load(NAME, root=root)
 
 
-def test_cli_reports_an_explicit_broken_version_without_traceback(v6, monkeypatch):
-    _write(v6, _set(_manifest(v6), "targets.0.unit", 5))
-    monkeypatch.setenv("MATFLOW_MODELS_DIR", str(v6.parent.parent))
-    res = CliRunner().invoke(app, ["predict", f"{NAME}@v6", str(DATA / "good" / "NaCl.cif")])
+def test_cli_reports_an_explicit_broken_version_without_traceback(v8, monkeypatch):
+    _write(v8, _set(_manifest(v8), "targets.0.unit", 5))
+    monkeypatch.setenv("MATFLOW_MODELS_DIR", str(v8.parent.parent))
+    res = CliRunner().invoke(app, ["predict", f"{NAME}@v8", str(DATA / "good" / "NaCl.cif")])
     assert res.exit_code == EXIT_USAGE
     assert res.exception is None or isinstance(res.exception, SystemExit)
     assert "manifest field 'targets.0.unit': expected a string" in " ".join(res.output.split())
@@ -218,7 +219,7 @@ def test_path_like_model_names_are_refused(tmp_path, bad):
 
 
 def test_a_path_cannot_reach_a_model_outside_the_models_dir(tmp_path):
-    _copy(tmp_path, "v6", name="outside")
+    _copy(tmp_path, "v8", name="outside")
     (tmp_path / "models").mkdir()
     with pytest.raises(ValueError, match="not a path: '../outside'"):
         load("../outside", root=tmp_path / "models")
@@ -229,9 +230,9 @@ def test_a_path_cannot_reach_a_model_outside_the_models_dir(tmp_path):
     assert not (tmp_path / "escaped").exists()
 
 
-def test_unknown_name_lists_the_available_models(v6):
+def test_unknown_name_lists_the_available_models(v8):
     with pytest.raises(ModelLoadError, match=f"unknown model 'phonons'.*available: {NAME}"):
-        load("phonons", root=v6.parent.parent)
+        load("phonons", root=v8.parent.parent)
 
 
 def _property_manifests() -> list:
@@ -256,5 +257,5 @@ def test_every_shipped_manifest_validates(path):
 def test_the_shipped_models_dir_has_the_documented_versions():
     """The versions the README names (latest, most accurate, and the earlier loadable ones)."""
     shipped = {(p.parent.parent.name, p.parent.name) for p in SHIPPED.glob("*/*/manifest.json")}
-    documented = {(NAME, v) for v in ("v5", "v6")} | {("alexandria_cv300", "v2")}
+    documented = {(NAME, v) for v in ("v5", "v8")} | {("alexandria_cv300", "v3")}
     assert documented <= shipped
