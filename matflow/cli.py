@@ -913,10 +913,19 @@ def generate(
                                "registered models: screen.csv/.parquet and relaxed/*.cif."),
     potential: str = typer.Option("chgnet", "--potential", help="Universal potential for --relax."),
     max_steps: int = typer.Option(300, "--max-steps", help="Relaxation steps per sample (--relax)."),
+    optimize: str = typer.Option(None, "--optimize", help="min or max: move latent codes by Adam on "
+                                 "the model's property head and decode them along the way "
+                                 "(optimized.csv/.json); needs a model trained with a property."),
+    starts: str = typer.Option(None, "--from", help="--optimize starts from the encoder means of "
+                               "these crystals (a CDVAE CSV, or structure files/folders); the first "
+                               "-n are used. Default: -n draws from the prior."),
+    opt_steps: int = typer.Option(200, "--opt-steps", help="Adam steps of --optimize (lr 0.01, "
+                                  "decoded every 50 steps and at the end)."),
 ) -> None:
     """Sample crystals from a CDVAE by annealed Langevin dynamics: one CIF each, and a table with
     formula, lattice, density and structural / compositional validity; with --relax also the
-    screening table of the relaxed samples."""
+    screening table of the relaxed samples. With --optimize, property-guided optimisation in the
+    latent space instead of plain sampling."""
     require(1 <= n <= 100_000, "-n", n, "must be between 1 and 100000")
     require(1 <= max_steps <= 100_000, "--max-steps", max_steps, "must be between 1 and 100000")
     if relax:
@@ -930,6 +939,51 @@ def generate(
             steps_per_level, "must be between 1 and 1000")
     check_output(outdir, "dir")
     name, version = model.split("@", 1) if "@" in model else (model, "v1")
+    if optimize is not None or starts is not None:
+        require(optimize in ("min", "max"), "--optimize", optimize, "choose min or max")
+        require(1 <= opt_steps <= 1_000_000, "--opt-steps", opt_steps, "must be between 1 and 1000000")
+        from matflow.generate.optimize import optimize_from_model, read_starts, write_optimization
+
+        try:
+            rejected = []
+            structures = ids = None
+            if starts is not None:
+                structures, ids, rejected = read_starts(starts, limit=n)
+            with interruptible(lambda: "nothing kept: files are written after the optimisation"):
+                result = optimize_from_model(name, version, device=device, direction=optimize,
+                                             structures=structures, start_ids=ids,
+                                             num_samples=None if structures else n,
+                                             opt_steps=opt_steps, n_step_each=steps_per_level,
+                                             seed=seed)
+        except ValueError as exc:
+            raise usage_error(f"--model {name}@{version}: {exc}" if "property head" in str(exc)
+                              else str(exc)) from None
+        for source, why in rejected:
+            typer.echo(f"skipped start {source}: {why}")
+        table = write_optimization(result, outdir)
+        column = f"predicted_{result.property_name or 'property'}"
+        if relax:
+            from matflow.generate.screen import screen_generated, training_dataset
+
+            last = table[table["opt_step"] == table["opt_step"].max()]
+            final = [s for s in result.structures[-1]]
+            screened = screen_generated(final, outdir=outdir, potential=potential,
+                                        max_steps=max_steps, sources=list(last["file"].str[:-4]),
+                                        novelty_dataset=training_dataset(name, version))
+            energies = dict(zip(screened["id"] + ".cif", screened["energy_eV_per_atom"], strict=True))
+            table["energy_eV_per_atom"] = table["file"].map(energies)
+            from matflow.outputs import atomic_write_text
+
+            atomic_write_text(outdir / "optimized.csv", table.to_csv(index=False))
+        for start, group in table.groupby("start", sort=False):
+            ordered = group.sort_values("opt_step")
+            energy = (f", {potential} energy {ordered['energy_eV_per_atom'].iloc[-1]:.4f} eV/atom"
+                      if "energy_eV_per_atom" in ordered else "")
+            typer.echo(f"{start}: {column} {ordered[column].iloc[0]:.4g} -> "
+                       f"{ordered[column].iloc[-1]:.4g} ({ordered['formula'].iloc[-1]}{energy})")
+        typer.echo(f"wrote {len(table)} CIF(s), optimized.csv and optimized.json to {outdir}; "
+                   f"{column} is the head's prediction, not a validated energy")
+        return
     from matflow.generate.metrics import compositional_validity, structural_validity
     from matflow.generate.sample import generate_from_model, write_cifs
 
@@ -996,6 +1050,10 @@ def train_generator(
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     restart: bool = typer.Option(False, "--restart", help="Ignore a checkpoint in OUTDIR and start over."),
+    property_column: str = typer.Option(None, "--property", help="Also train a property head on this "
+                                        "CSV column (e.g. heat_ref for Perov-5), for generate --optimize."),
+    max_atoms: int = typer.Option(None, "--max-atoms", help="Largest cell the model handles (default: "
+                                  "the config's; 24 for Carbon-24)."),
 ) -> None:
     """Train a CDVAE crystal generator; a checkpoint is written every epoch, so rerunning the same
     command after a crash or Ctrl-C resumes, and a larger --epochs extends a finished run."""
@@ -1021,6 +1079,14 @@ def train_generator(
             raise usage_error(f"--preset {preset!r}: choose small-cpu or paper")
     except (CDVAEConfigError, ValueError, TypeError) as exc:
         raise usage_error(f"--config {config_file}: {exc}") from None
+    require(max_atoms is None or 1 <= max_atoms <= 1000, "--max-atoms", max_atoms,
+            "must be between 1 and 1000")
+    import dataclasses
+
+    if max_atoms is not None:
+        config = dataclasses.replace(config, max_atoms=max_atoms)
+    if property_column is not None:
+        config = dataclasses.replace(config, predict_property=True)
     check_output(outdir, "dir")
     kept = (f"the checkpoint of the last finished epoch is in {outdir}; rerun the same command to "
             "resume")
@@ -1028,7 +1094,7 @@ def train_generator(
         try:
             result = train(config, train_csv, val_csv, outdir, max_epochs=epochs, max_minutes=max_minutes,
                            seed=seed, device=device, resume=not restart, train_limit=limit,
-                           show_progress=True)
+                           property_column=property_column, show_progress=True)
         except (CDVAETrainingError, CDVAEDataError, CDVAEConfigError) as exc:
             raise usage_error(str(exc)) from None
     last = result.history[-1]["train"]["total"] if result.history else float("nan")

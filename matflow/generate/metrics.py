@@ -36,6 +36,9 @@ COVERAGE_CUTOFFS = {
     "carbon_24": {"structure": 0.2, "composition": 4.0},
     "mp_20": {"structure": 0.4, "composition": 10.0},
 }
+SINGLE_ELEMENT_DATASETS = frozenset({"carbon_24"})
+"""Datasets of one element: compositional validity, composition coverage and the element-count
+EMD are meaningless there, and CDVAE reports only structural metrics for them."""
 MIN_DISTANCE = 0.5
 """Å; the structural-validity threshold of Court et al., Chem. Mater. 32, 9253 (2020), used by CDVAE."""
 
@@ -227,7 +230,9 @@ def generation_metrics(generated: list[Structure], reference: list[Structure], *
     """Validity, coverage, property EMDs, uniqueness and novelty of generated crystals.
 
     Composition fingerprints are standardised with the mean and standard deviation of the
-    training set when given, else of the reference set.
+    training set when given, else of the reference set. For single-element datasets
+    (`SINGLE_ELEMENT_DATASETS`, e.g. Carbon-24) only structural metrics are returned, as in the
+    paper: validity is structural validity and coverage uses the structure fingerprints alone.
     """
     if dataset not in COVERAGE_CUTOFFS:
         raise CDVAEMetricError(f"dataset={dataset!r}: unknown; known {sorted(COVERAGE_CUTOFFS)}")
@@ -235,6 +240,9 @@ def generation_metrics(generated: list[Structure], reference: list[Structure], *
         raise CDVAEMetricError(f"need generated and reference structures, got {len(generated)} "
                                f"and {len(reference)}")
     struct_valid = np.array([structural_validity(s) for s in generated])
+    cutoffs = COVERAGE_CUTOFFS[dataset]
+    if dataset in SINGLE_ELEMENT_DATASETS:
+        return _structural_generation_metrics(generated, reference, struct_valid, cutoffs, training)
     comp_valid = np.array([compositional_validity(s.composition) for s in generated])
     valid = struct_valid & comp_valid
     valid_structures = [s for s, ok in zip(generated, valid, strict=True) if ok]
@@ -244,7 +252,6 @@ def generation_metrics(generated: list[Structure], reference: list[Structure], *
         "compositional_validity": float(comp_valid.mean()),
         "validity": float(valid.mean()),
     }
-    cutoffs = COVERAGE_CUTOFFS[dataset]
     scaling_set = training if training else reference
     scaling = composition_fingerprints([s.composition for s in scaling_set])
     mean = np.nanmean(scaling, axis=0)
@@ -270,4 +277,34 @@ def generation_metrics(generated: list[Structure], reference: list[Structure], *
     if training is not None:
         result["novelty"] = novelty(generated, training)
     result["coverage_cutoffs"] = cutoffs
+    return result
+
+
+def _structural_generation_metrics(generated: list[Structure], reference: list[Structure],
+                                   struct_valid: np.ndarray, cutoffs: dict[str, float],
+                                   training: list[Structure] | None) -> dict[str, Any]:
+    """The single-element metric set: structural validity, structure-fingerprint COV-R/COV-P,
+    density EMD, uniqueness and novelty."""
+    valid_structures = [s for s, ok in zip(generated, struct_valid, strict=True) if ok]
+    result: dict[str, Any] = {
+        "n_generated": len(generated), "n_reference": len(reference),
+        "metric_set": "structural (single-element dataset)",
+        "structural_validity": float(struct_valid.mean()),
+        "validity": float(struct_valid.mean()),
+    }
+    if valid_structures:
+        gen_struct = structure_fingerprints(valid_structures)
+        ref_struct = structure_fingerprints(reference)
+        result.update(coverage(gen_struct, np.zeros((len(gen_struct), 1)), ref_struct,
+                               np.zeros((len(ref_struct), 1)),
+                               structure_cutoff=cutoffs["structure"],
+                               composition_cutoff=cutoffs["composition"]))
+        result["density_emd"] = float(wasserstein_distance(
+            [s.density for s in valid_structures], [s.density for s in reference]))
+    else:
+        result.update({"cov_recall": 0.0, "cov_precision": 0.0, "density_emd": float("nan")})
+    result["uniqueness"] = uniqueness(generated)
+    if training is not None:
+        result["novelty"] = novelty(generated, training)
+    result["coverage_cutoffs"] = {"structure": cutoffs["structure"]}
     return result

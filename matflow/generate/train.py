@@ -284,9 +284,13 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"- Trained for {manifest['epochs']} epochs at the size above; the paper trains a larger "
         "model (DimeNet++ encoder, GemNet decoder) for far longer, so expect much lower match "
         "rates and coverage than reported there.",
-        *(["- Trained on the Perov-5 *validation* split: the train split is not bundled "
-           "(data/cdvae_benchmarks/PROVENANCE.md). Evaluate on the test split only."]
-          if "perov_5/val" in data["train_csv"] else []),
+        *([f"- Trained on the {label} *validation* split: the train split is not bundled "
+           "(data/cdvae_benchmarks/PROVENANCE.md). Evaluate on the test split only."
+           for key, label in (("perov_5/val", "Perov-5"), ("carbon_24/val", "Carbon-24"))
+           if key in data["train_csv"]]),
+        *([f"- Property head trained on `{manifest['property_column']}`: its predictions from z "
+           "are a learned surrogate, not a validated energy of a decoded crystal."]
+          if manifest.get("property_column") else []),
         "- Generation quality numbers live in `benchmarks/results/` when computed.",
         "",
         f"Versions: {json.dumps(manifest['versions'])}",
