@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
@@ -65,10 +66,12 @@ def _prediction_table(predictions: pd.DataFrame, candidates: pd.DataFrame) -> Ma
         "model": predictions["model"] + "@" + predictions["model_version"],
         "property": predictions["target"] + " (" + predictions["unit"] + ")",
         "value": predictions["value"].astype(float),
-        "interval": [f"[{lo:.4g}, {hi:.4g}]" for lo, hi in zip(predictions["lower"],
-                                                                predictions["upper"], strict=True)],
+        "interval": [f"[{lo:.4g}, {hi:.4g}]" if np.isfinite([lo, hi]).all() else "none: input beyond the "
+                     "calibrated distances" for lo, hi in zip(predictions["lower"].astype(float),
+                                                            predictions["upper"].astype(float), strict=True)],
         "coverage": predictions["coverage"].astype(float),
-        "applicability": ["in domain" if d else "OUT OF DOMAIN" for d in predictions["in_domain"]],
+        "applicability": ["unknown" if d is None or (isinstance(d, float) and np.isnan(d))
+                          else ("in domain" if d else "OUT OF DOMAIN") for d in predictions["in_domain"]],
         "distance": predictions["distance"].astype(float),
         "in training data": ["yes" if t is True else ("no" if t is False else "unknown")
                              for t in predictions["in_training_data"]],

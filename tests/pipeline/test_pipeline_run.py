@@ -69,8 +69,15 @@ def test_run_dir_has_every_table_the_manifest_and_the_report(reference):
     assert set(tables["relaxed"]["id"]) == set(ids)
     assert set(tables["predictions"]["model"]) == {"alexandria_cv300", "matbench_phonons"}
     assert len(tables["predictions"]) == 2 * len(ids)
-    assert tables["predictions"][["value", "lower", "upper"]].notna().all().all()
-    assert (tables["predictions"]["lower"] <= tables["predictions"]["upper"]).all()
+    pred = tables["predictions"]
+    assert pred["value"].notna().all()
+    # an input beyond the distances the interval widening was calibrated on gets no interval, and says so
+    has = pred["interval_ok"].astype(bool)
+    assert has.sum() >= len(pred) - 2 and pred.loc[has, ["lower", "upper"]].notna().all().all()
+    assert pred.loc[~has, ["lower", "upper"]].isna().all().all()
+    assert (pred.loc[has, "lower"] <= pred.loc[has, "upper"]).all()
+    report = (reference / "report.html").read_text()
+    assert "[nan" not in report and ("none: input beyond the calibrated distances" in report) == (not has.all())
     first_shell = tables["sro"][tables["sro"]["shell"] == 1]
     assert len(first_shell) == 10  # 4 species: 10 pairs at one temperature
     assert tables["screening"]["rank"].tolist() == sorted(tables["screening"]["rank"])
