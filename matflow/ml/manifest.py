@@ -8,7 +8,7 @@ and a coerced value would hide a hand edit gone wrong.
 
 ``validate_manifest`` turns pydantic's report into one ``ModelLoadError`` line that names the model,
 the version, the field path and the reason, e.g.
-``model matbench_phonons@v6: manifest field 'targets.0.unit': expected a string, got 5``.
+``model matbench_phonons@v8: manifest field 'targets.0.unit': expected a string, got 5``.
 """
 
 from __future__ import annotations
