@@ -37,7 +37,7 @@ def test_shipped_registry_table(monkeypatch):
     assert res.exit_code == EXIT_OK, res.output
     header, rows, notes = _table_rows(res.stdout)
     assert header == list(COLUMNS)
-    assert {("matbench_phonons", v) for v in ("v5", "v8")} | {("alexandria_cv300", "v3"),
+    assert {("matbench_phonons", v) for v in ("v7", "v8")} | {("alexandria_cv300", "v3"),
                                                              ("cdvae-perov5", "v1"), ("cdvae-carbon24", "v1"), ("svib", "v2")} == set(rows)
     # the phonon-DOS model: S_vib, Cv, F_vib from its predicted DOS; its figures are in benchmarks/results/svib.json
     svib = rows.pop(("svib", "v2"))
@@ -60,7 +60,7 @@ def test_shipped_registry_table(monkeypatch):
         assert row[8] == "—"  # no shipped manifest records a cold-predict time
     # the figures the README quotes, as the table prints them
     assert rows[("matbench_phonons", "v8")][6] == "37.77 ± 1.44 cm^-1"
-    assert rows[("matbench_phonons", "v5")][5:8] == ["yes", "32.399 ± 0.804 cm^-1", "0.911 of 90%"]
+    assert rows[("matbench_phonons", "v7")][5:8] == ["yes", "34.92 ± 3.53 cm^-1", "0.908 of 90%"]
     assert rows[("alexandria_cv300", "v3")][6] == "0.2911 ± 0.0239 J K^-1 mol^-1 (per atom)"
     for name in ("matbench_phonons", "alexandria_cv300"):
         latest = load(name, root=SHIPPED).version
@@ -71,10 +71,10 @@ def test_shipped_registry_table(monkeypatch):
 
 @pytest.fixture
 def registry(tmp_path):
-    """matbench_phonons v5 and v8 copied, v8 given a recorded cold-predict time, and v9: a copy of v8
+    """matbench_phonons v7 and v8 copied, v8 given a recorded cold-predict time, and v9: a copy of v8
     whose manifest has a number where the target unit belongs."""
     root = tmp_path / "models"
-    for version in ("v5", "v8", "v9"):
+    for version in ("v7", "v8", "v9"):
         shutil.copytree(SHIPPED / "matbench_phonons" / ("v8" if version == "v9" else version),
                         root / "matbench_phonons" / version)
     v8 = _manifest("matbench_phonons", "v8", root)
@@ -100,7 +100,7 @@ def test_broken_version_is_listed_with_its_reason(registry, monkeypatch):
     assert model["name"] == "matbench_phonons"
     assert model["latest"] == "v8" == load("matbench_phonons", root=registry).version
     by_version = {v["version"]: v for v in model["versions"]}
-    assert list(by_version) == ["v5", "v8", "v9"]
+    assert list(by_version) == ["v7", "v8", "v9"]
     assert by_version["v9"]["status"] == "broken" and by_version["v9"]["reason"] == reason
     assert by_version["v9"]["latest"] is False and by_version["v9"]["preset"] is None
     v8 = by_version["v8"]
@@ -110,7 +110,7 @@ def test_broken_version_is_listed_with_its_reason(registry, monkeypatch):
     assert (v8["cv_mae_mean"], v8["cv_mae_std"], v8["cv_coverage_pooled"]) == \
         (cv["mae_mean"], cv["mae_std"], cv["coverage_pooled"])
     assert v8["cold_predict_s"] == {"NaCl": 7.1, "Si3N4": 6.1, "Li7BiO6": 6.2}
-    assert by_version["v5"]["cold_predict_s"] is None and by_version["v5"]["latest"] is False
+    assert by_version["v7"]["cold_predict_s"] is None and by_version["v7"]["latest"] is False
 
     res = runner.invoke(app, ["models"])
     assert res.exit_code == EXIT_PARTIAL, res.output
@@ -121,7 +121,7 @@ def test_broken_version_is_listed_with_its_reason(registry, monkeypatch):
 
 
 def test_every_version_broken_and_empty_registry(registry, tmp_path, monkeypatch):
-    shutil.rmtree(registry / "matbench_phonons" / "v5")
+    shutil.rmtree(registry / "matbench_phonons" / "v7")
     weights = registry / "matbench_phonons" / "v8" / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     monkeypatch.setenv("MATFLOW_MODELS_DIR", str(registry))
