@@ -528,10 +528,12 @@ class DOSHeadRegressor(BaseEstimator):
             p = net(torch.as_tensor(Xn, dtype=torch.float64)).exp()
             return coarse_to_fine(p, self.factor_).numpy()
 
+    def _members_dos(self, Xn: np.ndarray) -> np.ndarray:
+        return np.stack([self._member_dos(net, Xn) for net in self.nets_])
+
     def predict_member_dos(self, X) -> np.ndarray:
         """DOS of every member (members, rows, 1200 bins), states per THz per atom."""
-        Xn = self._prepare(X)
-        return np.stack([self._member_dos(net, Xn) for net in self.nets_])
+        return self._members_dos(self._prepare(X))
 
     def predict_dos(self, X) -> np.ndarray:
         """Ensemble-mean DOS (rows, 1200 bins of 0.1 THz), states per THz per atom, 3 modes per atom."""
@@ -550,7 +552,7 @@ class DOSHeadRegressor(BaseEstimator):
         conformal intervals for S and Cv (NaN outside the calibrated 5–800 K and for rows outside the
         applicability domain; ``in_domain`` is None for models saved without a domain)."""
         Xn = self._prepare(X)
-        members = np.stack([self._member_dos(net, Xn) for net in self.nets_])
+        members = self._members_dos(Xn)
         domain = getattr(self, "domain_", None)
         in_domain, dist = domain.in_domain(Xn) if domain is not None else (None, None)
         dos = members.mean(axis=0)
