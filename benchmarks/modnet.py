@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from matflow.ml import train as pipeline  # noqa: E402
 from matflow.ml.registry import package_versions  # noqa: E402
-from matflow.ml.search import DEFAULT_BUDGET  # noqa: E402
+from matflow.ml.search import DEFAULT_BUDGET, DEFAULT_SPACE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -93,6 +93,12 @@ def _notes(config: str, nested: bool) -> list[str]:
     if nested:
         notes.append(f"nested: configuration {config!r} is only the first candidate and the source of the settings "
                      "the search does not vary (epochs, patience, ...); every fold's settings are in cv.folds[].search")
+        if "n_estimators" not in DEFAULT_SPACE:
+            notes.append("search space: ensemble size and calibration variant come from the configuration, not the "
+                         "search (inner fits cap members at 3 and cross-calibrate on 3 folds, so they cannot score "
+                         "10 members or cross calibration at 10 folds). This space was adopted on 2026-12-01 after "
+                         "the nested runs that searched both had been read on these same outer folds; it is a "
+                         "protocol change made with knowledge of their outer-fold results, and is disclosed as such")
     return notes
 
 

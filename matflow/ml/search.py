@@ -2,8 +2,15 @@
 
 ``MODNetSearch`` is a scikit-learn regressor. ``fit(X, y)`` searches on the rows it is given and on
 nothing else, then refits the chosen configuration on all of them; inside an outer CV fold it therefore
-sees only that fold's training rows, which is Matbench's rule for hyper-parameters (nested CV). The
-calibration variant is a gene like the others, so it is chosen inside the fold too.
+sees only that fold's training rows, which is Matbench's rule for hyper-parameters (nested CV). A space
+may also name the calibration variant, which is then chosen inside the fold too.
+
+The default space leaves out what the inner fits cannot measure: the number of members and the
+calibration variant. Inner fits train at most ``inner_max_estimators`` members, so a refit with 10
+members is scored as one with 3; and cross calibration with 3 members trains each on 2/3 of the rows
+where the refit's 10 train each on 9/10, so the inner loop ranks split calibration above cross for a
+reason the refit does not share. Both come from the base configuration instead (more members average
+more networks; cross calibration lets every row train and calibrate).
 
 The search follows the idea of MODNet's genetic search (De Breuck et al., npj Comput. Mater. 7, 83, 2021):
 
@@ -64,9 +71,7 @@ DEFAULT_SPACE: dict[str, tuple] = {
     "lr": (3e-4, 1e-3, 3e-3),
     "loss": ("mae", "mse"),
     "batch_size": (16, 32, 64),
-    "n_estimators": (3, 5, 10),
     "activation": ("elu", "relu", "silu"),
-    "calibration": ("cross", "split"),
 }
 
 DEFAULT_BUDGET = 6
