@@ -200,7 +200,8 @@ def loss_terms(log_p: torch.Tensor, labels: Mapping[str, torch.Tensor], scales: 
 @dataclass
 class DOSPrediction:
     """DOS head predictions for n structures at n_T temperatures (arrays (n, n_T)); ``lower``/``upper``
-    NaN where no interval is calibrated (temperatures outside 5–800 K)."""
+    NaN where no interval is calibrated (temperatures outside 5–800 K); ``dos`` the ensemble-mean DOS
+    (n, 1200 bins of 0.1 THz) the thermodynamic functions come from."""
 
     temperatures_K: np.ndarray
     S: np.ndarray
@@ -216,6 +217,7 @@ class DOSPrediction:
     calibrated: bool
     in_domain: np.ndarray | None = None
     ad_distance: np.ndarray | None = None
+    dos: np.ndarray | None = None
 
 
 class DOSHeadRegressor(BaseEstimator):
@@ -575,7 +577,7 @@ class DOSHeadRegressor(BaseEstimator):
             qS[~in_domain], qC[~in_domain] = np.nan, np.nan
         return DOSPrediction(t, S, S - qS, S + qS, Cv, np.maximum(Cv - qC, 0.0), np.minimum(Cv + qC, 3 * R_GAS),
                              th["F_kJ_per_mol_atom"], th["U_kJ_per_mol_atom"], per_member.std(axis=0),
-                             float(self.coverage), bool(self.calibrated_), in_domain, dist)
+                             float(self.coverage), bool(self.calibrated_), in_domain, dist, dos)
 
     # ------------------------------------------------------------------ state for the registry
     def get_state(self) -> tuple[dict[str, torch.Tensor], dict]:

@@ -318,7 +318,7 @@ def _predict_table(model, table, temperatures_K: Sequence[float]) -> tuple[pd.Da
     X = ok.reindex(columns=names).astype(float).to_numpy()
     est = model.estimator
     pred = est.predict_thermo(X, temperatures_K)
-    dos = est.predict_dos(X)
+    dos = pred.dos
     out = []
     for i, (source, formula) in enumerate(zip(ok["source"], ok["formula"], strict=True)):
         domain = {"in_domain": None if pred.in_domain is None else bool(pred.in_domain[i]),

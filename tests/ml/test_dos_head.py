@@ -145,6 +145,7 @@ def test_thermo_of_a_prediction_is_consistent(einstein_fit):
     dF = (pred.F[:, 2] - pred.F[:, 0]) / 2.0 * 1000.0  # J per K
     np.testing.assert_allclose(-dF, pred.S[:, 1], rtol=1e-4)
     np.testing.assert_allclose(pred.Cv[:, 3], 3 * 8.314462618, rtol=2e-3)
+    np.testing.assert_array_equal(pred.dos, est.predict_dos(X[:5]))  # the DOS the functions come from
 
 
 def test_save_load_round_trip_reproduces_predictions(einstein_fit, tmp_path):
