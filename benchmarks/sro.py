@@ -12,9 +12,13 @@
 * energy labels per second of each universal potential on 108-atom random CrCoNi cells;
 * cross-validated RMSE of a pair cluster expansion fitted to each potential.
 
-``--part crconi`` (writes benchmarks/results/sro_crconi.json and plots under docs/sro/): equiatomic
-CrCoNi, fcc, a = 3.56 Å, annealed 1500 -> 400 K with an energy model fitted to CHGNet and one
-fitted to SevenNet-0, compared with published SRO of CrCoNi.
+``--part crconi`` (writes benchmarks/results/sro_crconi.json, or ``--output``, and plots under
+docs/sro/, or ``--plots``): equiatomic CrCoNi, fcc, a = 3.56 Å, annealed 1500 -> 400 K with an
+energy model fitted to CHGNet and one fitted to SevenNet-0, compared with published SRO of CrCoNi.
+``--cutoffs`` takes what ``matflow sro simulate --cutoffs`` takes (parsed by the same library
+function, ``matflow.sro.simulate.parse_cutoffs``): ``5.2`` (pairs), ``5.2,3.0`` (pairs, triplets) or
+``auto`` (pairs to ``--cutoff`` alone or with triplets, chosen by cross-validation on the training
+cells only); without it, pairs to ``--cutoff``.
 
 Threads: torch and numba run with one thread (``OMP_NUM_THREADS=1``, ``NUMBA_NUM_THREADS=1`` are
 set before they load), the machine being shared.
@@ -258,8 +262,57 @@ def _alpha_plot(sim, path: Path, title: str) -> None:
     axes[0].legend(fontsize=8, ncol=2)
     fig.suptitle(f"{title}; shaded: 95 % band of a random arrangement ({sim.n_atoms} atoms)",
                  fontsize=9)
-    DOCS.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
+
+
+def check_cutoffs(text: str | None, pair_cutoff: float) -> tuple[list, str]:
+    """Resolve ``--cutoffs`` for fcc CrCoNi with the library's parser (the one the CLI uses), so a
+    bad value stops the run before any labelling; returns the candidate set(s) and the reason."""
+    from matflow.sro.simulate import parse_cutoffs
+
+    return parse_cutoffs(text, lattice="fcc", a=A_CRCONI, pair_cutoff=pair_cutoff)
+
+
+def crconi_summary(d: dict) -> dict:
+    """Per-potential summary of one ``SROSimulation.to_dict()``: first-shell α at the lowest T (and
+    per T), DFT-sign agreement, the cutoffs used and, when chosen automatically, every candidate's
+    inner CV figures; the swap RMSE is on held-out single swaps that play no part in any choice."""
+    sp = d["species"]
+    cr, co, ni = sp.index("Cr"), sp.index("Co"), sp.index("Ni")
+    low = min(d["temperatures"], key=lambda r: r["temperature_K"])
+    a1 = np.array(low["alpha"])[0]
+    metrics = d["energy_model"]["metrics"]
+    signs = [a1[cr, cr] > 0, a1[cr, co] < 0, a1[cr, ni] < 0]
+    selection = d["energy_model"].get("cutoff_selection")
+    return {
+        "T_low_K": low["temperature_K"],
+        "alpha1_CrCr": float(a1[cr, cr]),
+        "alpha1_CrCo": float(a1[cr, co]),
+        "alpha1_CrNi": float(a1[cr, ni]),
+        "alpha1_CoNi": float(a1[co, ni]),
+        "agrees_with_DFT_sign_pattern": bool(all(signs)),
+        "n_DFT_signs_matched": int(sum(signs)),
+        "alpha1_by_T": {f"{r['temperature_K']:g}": {
+            f"{sp[i]}{sp[j]}": float(np.array(r["alpha"])[0][i, j])
+            for i in range(len(sp)) for j in range(i, len(sp))} for r in d["temperatures"]},
+        "cutoffs_A": d["settings"]["cutoffs_A"],
+        "cutoffs_reason": d["settings"]["cutoffs_reason"],
+        "n_parameters": metrics["n_parameters"],
+        "cv_rmse_meV_per_atom": metrics["cv_rmse_meV_per_atom"],
+        "cv_nested": bool(metrics.get("cv_nested", False)),
+        "cv_r2": metrics["cv_r2"],
+        "energy_std_meV_per_atom": metrics["energy_std_meV_per_atom"],
+        "swap_rmse_meV": metrics["swap_rmse_meV"],
+        "swap_std_reference_meV": metrics["swap_std_reference_meV"],
+        "swap_corr": metrics["swap_corr"],
+        "n_swaps": metrics["n_swaps"],
+        "candidates": None if selection is None else [
+            {k: row[k] for k in ("cutoffs_A", "n_parameters", "cv_rmse_meV_per_atom",
+                                 "cv_rmse_se_meV_per_atom", "swap_rmse_meV_not_used_for_choice")}
+            for row in selection["candidates"]],
+        "outer_fold_choices": None if selection is None else selection["outer_fold_choices"],
+    }
 
 
 def part_crconi(args) -> dict:
@@ -272,59 +325,50 @@ def part_crconi(args) -> dict:
         t = time.perf_counter()
         sim = simulate_sro(CRCONI, lattice="fcc", a=A_CRCONI, temperatures=temps, size=args.size,
                            potential=name, n_train=args.n_train, sweeps=args.sweeps, seed=0,
-                           cutoff=args.cutoff,
+                           cutoff=args.cutoff, cutoffs=args.cutoffs,
                            progress=lambda msg, n=name: print(f"[{n}] {msg}", flush=True))
         wall = time.perf_counter() - t
-        _alpha_plot(sim, DOCS / f"crconi_alpha_{name}.png", f"CrCoNi, energy model on {name}")
-        plot_motifs(sim.motif_stats[-1], DOCS / f"crconi_motifs_{name}_{int(min(temps))}K.png")
+        _alpha_plot(sim, args.plots / f"crconi_alpha_{name}.png", f"CrCoNi, energy model on {name}")
+        plot_motifs(sim.motif_stats[-1], args.plots / f"crconi_motifs_{name}_{int(min(temps))}K.png")
         d = sim.to_dict()
         d["wall_time_s"] = wall
         runs[name] = d
         m = d["energy_model"]["metrics"]
+        print(f"[{name}] cutoffs {d['settings']['cutoffs_A']} Å ({d['settings']['cutoffs_reason']})")
+        for row in (d["energy_model"].get("cutoff_selection") or {}).get("candidates", []):
+            print(f"    candidate {str(row['cutoffs_A']):<16} params {row['n_parameters']:>3}  CV "
+                  f"{row['cv_rmse_meV_per_atom']:.3f} ± {row['cv_rmse_se_meV_per_atom']:.3f} "
+                  f"meV/atom  held-out swap RMSE {row['swap_rmse_meV_not_used_for_choice']:.1f} meV")
         print(f"[{name}] std {m['energy_std_meV_per_atom']:.2f} meV/atom, CV RMSE "
-              f"{m['cv_rmse_meV_per_atom']:.2f}, R² {m['cv_r2']:.3f}, swap RMSE "
-              f"{m['swap_rmse_meV']:.1f} meV; wall {wall:.0f} s")
+              f"{m['cv_rmse_meV_per_atom']:.2f}{' (nested)' if m.get('cv_nested') else ''}, R² "
+              f"{m['cv_r2']:.3f}, swap RMSE {m['swap_rmse_meV']:.1f} meV; wall {wall:.0f} s")
         for r in d["temperatures"]:
             a1 = np.array(r["alpha"])[0]
             sp = d["species"]
             print(f"   {r['temperature_K']:>6.0f} K  " + "  ".join(
                 f"{sp[i]}{sp[j]} {a1[i, j]:+.3f}" for i in range(3) for j in range(i, 3)))
-    summary = {}
-    for name, d in runs.items():
-        sp = d["species"]
-        low = min(d["temperatures"], key=lambda r: r["temperature_K"])
-        a1 = np.array(low["alpha"])[0]
-        cr = sp.index("Cr")
-        summary[name] = {
-            "T_low_K": low["temperature_K"],
-            "alpha1_CrCr": float(a1[cr, cr]),
-            "alpha1_CrCo": float(a1[cr, sp.index("Co")]),
-            "alpha1_CrNi": float(a1[cr, sp.index("Ni")]),
-            "alpha1_CoNi": float(a1[sp.index("Co"), sp.index("Ni")]),
-            "agrees_with_DFT_sign_pattern": bool(a1[cr, cr] > 0 and a1[cr, sp.index("Co")] < 0
-                                                 and a1[cr, sp.index("Ni")] < 0),
-            "cv_r2": d["energy_model"]["metrics"]["cv_r2"],
-            "energy_std_meV_per_atom": d["energy_model"]["metrics"]["energy_std_meV_per_atom"],
-        }
+    summary = {name: crconi_summary(d) for name, d in runs.items()}
     findings = []
     for name, m in summary.items():
-        signs = [m["alpha1_CrCr"] > 0, m["alpha1_CrCo"] < 0, m["alpha1_CrNi"] < 0]
-        m["n_DFT_signs_matched"] = int(sum(signs))
         findings.append(
             f"{name}: at {m['T_low_K']:.0f} K alpha1 CrCr {m['alpha1_CrCr']:+.3f}, CrCo "
-            f"{m['alpha1_CrCo']:+.3f}, CrNi {m['alpha1_CrNi']:+.3f} ({sum(signs)}/3 DFT signs; CE "
-            f"CV R2 {m['cv_r2']:.2f}, energy spread {m['energy_std_meV_per_atom']:.1f} meV/atom)")
+            f"{m['alpha1_CrCo']:+.3f}, CrNi {m['alpha1_CrNi']:+.3f} ({m['n_DFT_signs_matched']}/3 DFT signs; CE "
+            f"cutoffs {m['cutoffs_A']} A, CV R2 {m['cv_r2']:.2f}, energy spread "
+            f"{m['energy_std_meV_per_atom']:.1f} meV/atom)")
     best = max(summary, key=lambda n: (summary[n]["n_DFT_signs_matched"], summary[n]["cv_r2"]))
     notes = (CRCONI_NOTES + "Result: " + "; ".join(findings) + f". Recommended default potential "
              f"for SRO: {best} (most DFT signs matched, then the better-determined energy model).")
     return {"machine": machine(), "composition": CRCONI, "lattice": "fcc", "a_A": A_CRCONI,
             "temperatures_K": list(temps), "settings": {"mc_size": args.size, "sweeps": args.sweeps,
                                                         "n_train": args.n_train,
-                                                        "cutoff_A": args.cutoff},
+                                                        "cutoff_A": args.cutoff,
+                                                        "cutoffs": args.cutoffs,
+                                                        "cutoffs_resolved_A": args.cutoff_sets,
+                                                        "cutoffs_reason": args.cutoffs_reason},
             "summary": summary, "recommended_potential": best, "notes": notes, "runs": runs}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=("speed", "crconi"), default="speed")
     parser.add_argument("--potentials", default="chgnet,sevenn-0")
@@ -333,17 +377,45 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=12)
     parser.add_argument("--sweeps", type=int, default=1000)
     parser.add_argument("--cutoff", type=float, default=5.2,
-                        help="pair cutoff (Å) of the CrCoNi energy models")
+                        help="pair cutoff (Å) of the CrCoNi energy models (the pair part of 'auto')")
+    parser.add_argument("--cutoffs", default=None,
+                        help="as matflow sro simulate --cutoffs: 5.2 (pairs), 5.2,3.0 (pairs, "
+                             "triplets) or auto (pairs to --cutoff alone or with triplets, chosen by "
+                             "CV on the training cells); default: pairs to --cutoff")
     parser.add_argument("--temperatures", default="1500,1200,1000,800,600,400")
-    args = parser.parse_args()
+    parser.add_argument("--output", type=Path, default=None,
+                        help="results JSON (default benchmarks/results/sro.json or sro_crconi.json)")
+    parser.add_argument("--plots", type=Path, default=DOCS, help="folder for the CrCoNi plots")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check the arguments; ``--cutoffs`` is resolved here so that a bad value fails at
+    once (``args.cutoff_sets``, ``args.cutoffs_reason``)."""
+    from matflow.sro.lattice import SROInputError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        sets, why = check_cutoffs(args.cutoffs, args.cutoff)
+    except SROInputError as exc:
+        parser.error(f"--cutoffs: {exc}")
+    args.cutoff_sets = [list(c) if isinstance(c, tuple | list) else c for c in sets]
+    args.cutoffs_reason = why
+    if args.output is None:
+        args.output = RESULTS / ("sro.json" if args.part == "speed" else "sro_crconi.json")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     t = time.perf_counter()
     res = part_speed(args) if args.part == "speed" else part_crconi(args)
     res["command"] = " ".join(["python", "benchmarks/sro.py", *sys.argv[1:]])
     res["wall_time_s"] = time.perf_counter() - t
-    name = "sro.json" if args.part == "speed" else "sro_crconi.json"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / name).write_text(json.dumps(res, indent=2, default=float))
-    print(f"\nwrote {RESULTS / name} ({res['wall_time_s']:.0f} s)")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(res, indent=2, default=float))
+    print(f"\nwrote {args.output} ({res['wall_time_s']:.0f} s)")
 
 
 if __name__ == "__main__":
