@@ -66,6 +66,11 @@ NOTES = [
     "Members are cross-fitted over max(members, 5) folds so each trains on 80 % of the rows; with 2 members on 2 "
     "folds each member saw half the rows and every error was larger.",
     "Output bin width (svib_bins.json, fold 0, one member): 0.2, 0.5 and 1.0 THz give similar errors; 0.5 kept.",
+    "Last-peak readout: the network's DOS is blocky (0.5-THz bins), and find_peaks with the mesh-DOS settings (0.2-THz "
+    "smear, 5 % relative height) picks small steps near its top. Each fit chooses how to read the peak (find_peaks "
+    "with smear 0.2-1.5 THz and relative height 0.05-0.5, or the training proxy) by the MAE against the DFT peak on "
+    "out-of-fold training rows (rows of fold m predicted by member m, which never trained on them); 'readout' below "
+    "and in each fold's record. Added after the previous run's 84.3 cm^-1 by find_peaks had been read.",
     "The fold models and the shipped model use 3 members. Single-target baselines: same network and members, "
     "one DFT term, fold 0 only.",
 ]
@@ -96,7 +101,9 @@ def _dft_scores(est: DOSHeadRegressor, data: SvibData, rows: np.ndarray) -> dict
         peaks = est.predict_last_peak(data.X.iloc[pk_rows].to_numpy())
         truth = data.targets["peak_THz"][pk_rows]
         out["peak"] = {"n": int(pk_rows.size), "mae_cm1_proxy": _mae(peaks["proxy_THz"], truth) * THZ_TO_CM1,
-                       "mae_cm1_find_peaks": _mae(peaks["find_peaks_THz"], truth) * THZ_TO_CM1}
+                       "mae_cm1_find_peaks": _mae(peaks["find_peaks_THz"], truth) * THZ_TO_CM1,
+                       "mae_cm1_readout": _mae(peaks["readout_THz"], truth) * THZ_TO_CM1,
+                       "readout": {k: v for k, v in (est.peak_readout_ or {}).items() if k != "candidates"}}
     return out
 
 
@@ -237,6 +244,7 @@ def run(args) -> dict:
         "alexandria_cv300_mae": float(np.mean([f["joint"]["cv300"]["mae"] for f in folds])),
         "matbench_peak_mae_cm1_proxy": float(np.mean([f["joint"]["peak"]["mae_cm1_proxy"] for f in folds])),
         "matbench_peak_mae_cm1_find_peaks": float(np.mean([f["joint"]["peak"]["mae_cm1_find_peaks"] for f in folds])),
+        "matbench_peak_mae_cm1_readout": float(np.mean([f["joint"]["peak"]["mae_cm1_readout"] for f in folds])),
         "fixture_S_305K_mae": fixture["S_305K_mae"], "fixture_Cv_305K_mae": fixture["Cv_305K_mae"],
         "fixture_S_curve_mae": fixture["S_curve_mae"], "fixture_Cv_curve_mae": fixture["Cv_curve_mae"],
         "folds": [f["fold"] for f in folds],
@@ -297,6 +305,8 @@ def table(result: dict) -> str:
              f"{s.get('joint_on_single_target_folds', {}).get('peak_mae_cm1_proxy', float('nan')):.1f} on folds "
              f"{s.get('single_target_folds')}",
              f"{'Matbench last peak MAE, cm^-1 (find_peaks)':46s} {s['matbench_peak_mae_cm1_find_peaks']:10.1f}",
+             f"{'Matbench last peak MAE, cm^-1 (fitted readout)':46s} {s['matbench_peak_mae_cm1_readout']:10.1f} "
+             "readout chosen per fold on out-of-fold training rows",
              f"{'fixture S(305 K) MAE, J/K/mol-atom':46s} {s['fixture_S_305K_mae']:10.2f} "
              f"raw SevenNet-0 {raw['sevenn-0']['fixture_S_305K_mae']:.2f}, CHGNet {raw['chgnet']['fixture_S_305K_mae']:.2f}; "
              f"MODNet paper {a['modnet_paper_S_305K_mae']:.2f} (other data)"
@@ -361,7 +371,8 @@ def ship(args, result: dict | None) -> Path:
         extra = [f"- Alexandria Cv(300 K), held-out folds {s['folds']}: MAE {s['alexandria_cv300_mae']:.3f} "
                  f"(direct alexandria_cv300 {result['anchors']['direct_alexandria_cv300']['mae_on_the_same_folds']:.3f}).",
                  f"- Matbench last peak, official folds {s['folds']}: MAE {s['matbench_peak_mae_cm1_proxy']:.1f} cm^-1 "
-                 f"(proxy; {s['matbench_peak_mae_cm1_find_peaks']:.1f} by find_peaks on the DOS; direct matbench_phonons "
+                 f"(proxy; {s['matbench_peak_mae_cm1_find_peaks']:.1f} by find_peaks on the DOS with mesh-DOS settings, "
+                 f"{s['matbench_peak_mae_cm1_readout']:.1f} by the readout fitted on out-of-fold training rows; direct matbench_phonons "
                  f"{result['anchors']['direct_matbench_phonons']['mae_on_the_same_folds']:.1f}).",
                  f"- DFPT fixture (5 materials, never trained on): S(305 K) MAE {s['fixture_S_305K_mae']:.2f}, Cv(305 K) "
                  f"{s['fixture_Cv_305K_mae']:.2f} J/K/mol-atom (raw SevenNet-0 {raw['sevenn-0']['fixture_S_305K_mae']:.2f} / "

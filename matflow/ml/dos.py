@@ -73,6 +73,9 @@ __all__ = ["DOSHeadRegressor", "DOS_FORMAT", "DOS_FORMAT_VERSION", "LABEL_TERMS"
 DOS_FORMAT = "matflow-dos"
 DOS_FORMAT_VERSION = 1
 FINE_GRID = FrequencyGrid()
+PEAK_READOUT_SMEARS_THZ: tuple[float, ...] = (0.2, 0.5, 1.0, 1.5)
+PEAK_READOUT_HEIGHTS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.35, 0.5)
+"""Candidate peak-finder settings for reading the last peak off a predicted DOS (``fit`` picks one)."""
 CALIBRATION_TEMPERATURES_K = tuple(float(t) for t in range(5, 801, 5))
 DEFAULT_CURVE_T = (25.0, 50.0, 75.0, 100.0, 150.0, 200.0, 250.0, 300.0, 400.0, 500.0, 650.0, 800.0)
 LABEL_TERMS = {
@@ -348,6 +351,7 @@ class DOSHeadRegressor(BaseEstimator):
             self.nets_.append(net)
             self.train_info_.append(info)
         self._calibrate(Xn, y, fold_of, n_folds)
+        self.peak_readout_ = self._fit_peak_readout(Xn, y, fold_of)
 
     def _stretch(self, y: dict[str, np.ndarray]) -> float:
         if self.potential_stretch != "fit":
@@ -508,6 +512,41 @@ class DOSHeadRegressor(BaseEstimator):
         self.q_Cv_ = np.array([conformal_quantile(rC[:, j], self.coverage) for j in range(temps.size)])
         self.n_calibration_ = int(rows.size)
 
+    def _fit_peak_readout(self, Xn: np.ndarray, y: dict[str, np.ndarray], fold_of: np.ndarray) -> dict:
+        """How to read the last peak off a predicted DOS, chosen on out-of-fold training rows.
+
+        The network's DOS is blocky (``bin_THz`` bins), so a peak finder tuned for a 0.1-THz mesh
+        DOS picks small steps near its top; a wider smear and a higher relative height, or the
+        training proxy itself, may read it better. Each candidate is scored by its MAE against the
+        DFT last peak on rows that member ``m`` never trained on (fold ``m``), so no row outside
+        the training set is looked at; the default readout is kept when fewer than
+        ``min_calibration`` such rows exist.
+        """
+        default = {"method": "find_peaks", "smear_THz": 0.2, "min_rel_height": 0.05,
+                   "oof_mae_THz": None, "n_rows": 0, "candidates": []}
+        rows = np.flatnonzero(np.isfinite(y["peak_THz"]) & (fold_of < len(self.nets_)))
+        if len(self.nets_) < 2 or rows.size < int(self.min_calibration):
+            return default
+        dos = np.empty((rows.size, FINE_GRID.n_bins))
+        for m in range(len(self.nets_)):
+            sel = fold_of[rows] == m
+            if sel.any():
+                dos[sel] = self._member_dos(self.nets_[m], Xn[rows[sel]])
+        truth = y["peak_THz"][rows]
+        candidates = [{"method": "proxy", "oof_mae_THz": float(np.mean(np.abs(self._proxy_peak(dos) - truth)))}]
+        for smear in PEAK_READOUT_SMEARS_THZ:
+            for height in PEAK_READOUT_HEIGHTS:
+                peaks = np.array([last_peak_THz(d, FINE_GRID, smear_THz=smear, min_rel_height=height) for d in dos])
+                candidates.append({"method": "find_peaks", "smear_THz": smear, "min_rel_height": height,
+                                   "oof_mae_THz": float(np.mean(np.abs(peaks - truth)))})
+        best = min(candidates, key=lambda c: c["oof_mae_THz"])
+        return {"smear_THz": None, "min_rel_height": None, **best, "n_rows": int(rows.size),
+                "candidates": candidates}
+
+    def _proxy_peak(self, dos: np.ndarray) -> np.ndarray:
+        p = torch.as_tensor(dos * FINE_GRID.bin_THz / 3.0).reshape(len(dos), -1, self.factor_).sum(-1)
+        return self.peak_coef_[0] * soft_upper_quantile(p, self.bin_THz, self.peak_alpha).numpy() + self.peak_coef_[1]
+
     # ------------------------------------------------------------------ predict
     def _clean(self, X: np.ndarray) -> np.ndarray:
         Xk = np.array(X[:, self.keep_idx_], dtype=np.float64)
@@ -542,12 +581,20 @@ class DOSHeadRegressor(BaseEstimator):
         return self.predict_member_dos(X).mean(axis=0)
 
     def predict_last_peak(self, X) -> dict[str, np.ndarray]:
-        """Last DOS peak (THz) per row: ``find_peaks`` on the predicted DOS, and the training proxy."""
+        """Last DOS peak (THz) per row of the ensemble-mean DOS: ``find_peaks`` with the mesh-DOS
+        settings, the training proxy, and ``readout_THz`` by the readout chosen in ``fit`` on
+        out-of-fold training rows (``peak_readout_``)."""
         dos = self.predict_dos(X)
         exact = np.array([last_peak_THz(d, FINE_GRID) for d in dos])
-        p = torch.as_tensor(dos * FINE_GRID.bin_THz / 3.0).reshape(len(dos), -1, self.factor_).sum(-1)
-        proxy = self.peak_coef_[0] * soft_upper_quantile(p, self.bin_THz, self.peak_alpha).numpy() + self.peak_coef_[1]
-        return {"find_peaks_THz": exact, "proxy_THz": proxy}
+        proxy = self._proxy_peak(dos)
+        readout = getattr(self, "peak_readout_", None) or {"method": "find_peaks", "smear_THz": 0.2,
+                                                            "min_rel_height": 0.05}
+        if readout["method"] == "proxy":
+            chosen = proxy
+        else:
+            chosen = np.array([last_peak_THz(d, FINE_GRID, smear_THz=readout["smear_THz"],
+                                             min_rel_height=readout["min_rel_height"]) for d in dos])
+        return {"find_peaks_THz": exact, "proxy_THz": proxy, "readout_THz": chosen}
 
     def predict_thermo(self, X, temperatures_K=(305.0,)) -> DOSPrediction:
         """S, Cv (J/K/mol-atom), F, U (kJ/mol-atom) of the ensemble-mean DOS at each temperature, with
@@ -597,6 +644,7 @@ class DOSHeadRegressor(BaseEstimator):
                 "n_calibration": int(self.n_calibration_), "label_counts": self.label_counts_,
                 "ad_threshold": (float(self.domain_.threshold_) if getattr(self, "domain_", None) is not None
                                  else None),
+                "peak_readout": getattr(self, "peak_readout_", None),
                 "train_info": self.train_info_}
         return tensors, meta
 
@@ -619,6 +667,7 @@ class DOSHeadRegressor(BaseEstimator):
         est.n_calibration_ = int(meta["n_calibration"])
         est.label_counts_ = dict(meta.get("label_counts", {}))
         est.train_info_ = list(meta.get("train_info", []))
+        est.peak_readout_ = meta.get("peak_readout")  # None: saved before the readout was fitted
         est.domain_ = None  # models saved before the applicability domain have none
         if "domain.X" in tensors and meta.get("ad_threshold") is not None:
             est.domain_ = ApplicabilityDomain(est.ad_neighbors, est.ad_quantile)

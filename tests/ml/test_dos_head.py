@@ -234,3 +234,34 @@ def test_a_row_far_from_the_training_data_gets_no_interval(einstein_fit, tmp_pat
     legacy = old.predict_thermo(far, [305.0])
     assert legacy.in_domain is None and np.isfinite(legacy.S_upper).all()
     assert folder.exists()
+
+
+def test_last_peak_readout_is_chosen_on_out_of_fold_rows(tmp_path):
+    X, nu, dos = _einstein_family(60, seed=5)
+    y = {"dos_pot": dos, "peak_THz": nu}
+    est = DOSHeadRegressor(hidden=(16,), epochs=20, n_estimators=3, min_calibration=20).fit(X, y)
+    readout = est.peak_readout_
+    assert readout["n_rows"] == 36  # 5 folds of 12 rows, 3 of them skipped by a member
+    maes = [c["oof_mae_THz"] for c in readout["candidates"]]
+    assert len(maes) == 21 and readout["oof_mae_THz"] == min(maes)
+    default = next(c for c in readout["candidates"]
+                   if c["method"] == "find_peaks" and c["smear_THz"] == 0.2 and c["min_rel_height"] == 0.05)
+    assert readout["oof_mae_THz"] <= default["oof_mae_THz"]
+    peaks = est.predict_last_peak(X[:6])
+    assert set(peaks) == {"find_peaks_THz", "proxy_THz", "readout_THz"}
+    if readout["method"] == "proxy":
+        np.testing.assert_array_equal(peaks["readout_THz"], peaks["proxy_THz"])
+    folder = save_dos_model(est, tmp_path / "svib_pk" / "v1", name="svib_pk", version="v1",
+                            feature_names=["x0", "x1", "x2"], label_sources={})
+    loaded = load("svib_pk", root=tmp_path).estimator
+    assert loaded.peak_readout_ == json.loads(json.dumps(readout))
+    np.testing.assert_allclose(loaded.predict_last_peak(X[:6])["readout_THz"], peaks["readout_THz"], rtol=1e-4)
+    assert folder.is_dir()
+
+
+def test_too_few_peak_rows_keep_the_mesh_dos_readout():
+    X, nu, dos = _einstein_family(30, seed=6)
+    y = {"dos_pot": dos, "peak_THz": np.where(np.arange(30) < 5, nu, np.nan)}
+    est = DOSHeadRegressor(hidden=(16,), epochs=5, n_estimators=3, min_calibration=20).fit(X, y)
+    assert est.peak_readout_["method"] == "find_peaks" and est.peak_readout_["n_rows"] == 0
+    assert est.peak_readout_["smear_THz"] == 0.2 and est.peak_readout_["min_rel_height"] == 0.05
