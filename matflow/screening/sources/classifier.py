@@ -1,8 +1,9 @@
 """The data-driven evidence source: calibrated classifiers trained on measured phase labels.
 
-Two gradient-boosted classifiers on matminer composition features (Magpie element statistics,
-Ward et al., npj Comput. Mater. 2, 16028 (2016); stoichiometry; valence orbitals) form a hierarchy:
-P(single-phase solid solution) and P(FCC | BCC | HCP given single-phase). Both are calibrated on
+Two classifiers on matminer composition features (Magpie element statistics, Ward et al., npj
+Comput. Mater. 2, 16028 (2016); stoichiometry; valence orbitals) form a hierarchy: P(single-phase
+solid solution) and P(FCC | BCC | HCP given single-phase). Each is gradient boosting, a random
+forest or their average, chosen per classifier on the training rows; both are calibrated on
 grouped inner folds (out-of-group predictions, because in-group ones are over-confident). The
 probabilities become a mass function whose ignorance grows with the distance from the nearest
 training alloy: a classifier has nothing to say about chemistry it has never seen, and Dempster–
@@ -22,9 +23,11 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.impute import SimpleImputer
 from sklearn.model_selection import GroupKFold
 from sklearn.neighbors import NearestNeighbors
+from sklearn.pipeline import make_pipeline
 
 from matflow.evidence.core import combine_conjunctive
 from matflow.screening.composition import Composition, composition_key, parse_composition
@@ -170,12 +173,32 @@ def _group_splits(groups: np.ndarray, y: np.ndarray, n_splits: int) -> tuple[lis
 
 
 CALIBRATIONS: tuple[str, ...] = ("auto", "sigmoid", "isotonic")
+MODELS: tuple[str, ...] = ("auto", "hgb", "rf", "both")
+"""Model families of the data source: gradient boosting, random forest, the average of the two
+calibrated probabilities, or "auto" (the one of the three with the lower inner held-out Brier)."""
+
+_PROBA_EPS = 1e-3
+"""Vote shares of a forest are clipped to [eps, 1 - eps] before their log-odds are taken."""
 
 
 def _class_scores(model, X: np.ndarray) -> np.ndarray:
-    """Raw per-class scores (log-odds), shape (n, n_classes); binary models give (n, 1)."""
-    scores = np.asarray(model.decision_function(X), dtype=float)
-    return scores[:, None] if scores.ndim == 1 else scores
+    """Raw per-class scores (log-odds), shape (n, n_classes); binary models give (n, 1).
+
+    Models without ``decision_function`` (random forests) give the log-odds of their clipped
+    predicted probabilities, so sigmoid calibration sees the same kind of score from both families.
+    """
+    if hasattr(model, "decision_function"):
+        scores = np.asarray(model.decision_function(X), dtype=float)
+        return scores[:, None] if scores.ndim == 1 else scores
+    proba = np.clip(np.asarray(model.predict_proba(X), dtype=float), _PROBA_EPS, 1.0 - _PROBA_EPS)
+    logits = np.log(proba / (1.0 - proba))
+    return logits[:, [1]] if logits.shape[1] == 2 else logits
+
+
+def _fold_brier(p: np.ndarray, onehot: np.ndarray, splits: list) -> float:
+    """Mean over held folds of the multi-class Brier score (sum over classes, mean over rows)."""
+    return float(np.mean([np.mean(np.sum((p[held] - onehot[held]) ** 2, axis=1))
+                          for _, held in splits]))
 
 
 def _fit_calibrators(method: str, scores: np.ndarray, y_onehot: np.ndarray) -> list:
@@ -239,17 +262,14 @@ class _OutOfGroupCalibrated:
                 scores = np.zeros((len(y), fold.shape[1]))
             scores[test] = fold
             covered[test] = True
+        self._scores, self._covered, self._onehot = scores, covered, onehot
         methods = ("sigmoid", "isotonic") if self.calibration == "auto" else (self.calibration,)
         self.calibration_scores_ = {}
         if len(methods) > 1:
             for method in methods:
-                losses = []
-                for _, held in self.splits:
-                    rest = np.setdiff1d(np.flatnonzero(covered), held)
-                    cal = _fit_calibrators(method, scores[rest], onehot[rest])
-                    p = _apply_calibrators(cal, scores[held])
-                    losses.append(float(np.mean(np.sum((p - onehot[held]) ** 2, axis=1))))
-                self.calibration_scores_[method] = float(np.mean(losses))
+                self.calibration_scores_[method] = _fold_brier(
+                    self.held_out_proba(method), onehot, self.splits
+                )
             self.calibration_ = min(self.calibration_scores_, key=self.calibration_scores_.get)
         else:
             self.calibration_ = methods[0]
@@ -257,8 +277,75 @@ class _OutOfGroupCalibrated:
         self.model_ = clone(self.base).fit(X, y)
         return self
 
+    def held_out_proba(self, method: str | None = None) -> np.ndarray:
+        """Calibrated probabilities of the held-out rows, shape (n, n_classes): each inner fold's
+        from calibrators fitted on the other folds' out-of-group scores (NaN on rows no fold
+        holds out). Scores the model and its calibration on rows neither has seen."""
+        method = self.calibration_ if method is None else method
+        scores, covered, onehot = self._scores, self._covered, self._onehot
+        out = np.full(onehot.shape, np.nan)
+        for _, held in self.splits:
+            rest = np.setdiff1d(np.flatnonzero(covered), held)
+            cal = _fit_calibrators(method, scores[rest], onehot[rest])
+            out[held] = _apply_calibrators(cal, scores[held])
+        return out
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return _apply_calibrators(self.calibrators_, _class_scores(self.model_, X))
+
+
+class _Averaged:
+    """The mean of fitted classifiers' probabilities (all trained on the same labels)."""
+
+    def __init__(self, members: list):
+        self.members = members
+        self.classes_ = members[0].classes_
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return np.mean([m.predict_proba(X) for m in self.members], axis=0)
+
+
+class _ModelFamilyChoice:
+    """Calibrated gradient boosting and/or random forest, one of them or their average.
+
+    ``model="auto"`` fits both families (each calibrated out of group as in
+    ``_OutOfGroupCalibrated``) and keeps whichever of "hgb", "rf" and "both" has the lower
+    multi-class Brier on the held-out inner folds, where each fold's probabilities come from a
+    model and calibrators that never saw it. The same folds serve calibration and this choice, so
+    no row outside the training set is looked at. Boosting and forests err differently on
+    composition features (the forest's averaged votes are smoother, boosting fits sharper
+    interactions), and which wins depends on the task and the training set.
+    """
+
+    def __init__(self, bases: Mapping[str, Any], model: str, calibration: str, splits: list):
+        self.bases = bases
+        self.model = model
+        self.calibration = calibration
+        self.splits = splits
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> _ModelFamilyChoice:
+        families = ("hgb", "rf") if self.model in ("auto", "both") else (self.model,)
+        members = {name: _OutOfGroupCalibrated(self.bases[name], self.calibration, self.splits)
+                   .fit(X, y) for name in families}
+        first = members[families[0]]
+        self.classes_ = first.classes_
+        onehot = (y[:, None] == self.classes_[None, :]).astype(float)
+        held = {name: m.held_out_proba() for name, m in members.items()}
+        if len(families) == 2:
+            held["both"] = (held["hgb"] + held["rf"]) / 2.0
+        self.model_scores_ = {name: _fold_brier(p, onehot, self.splits) for name, p in held.items()}
+        self.calibrations_ = {name: m.calibration_ for name, m in members.items()}
+        if self.model == "auto":
+            self.model_ = min(self.model_scores_, key=self.model_scores_.get)
+        else:
+            self.model_ = self.model
+        used = families if self.model_ == "both" else (self.model_,)
+        self.members_ = {name: members[name] for name in used}  # the unused family is dropped
+        self._predictor = _Averaged(list(self.members_.values()))
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self._predictor.predict_proba(X)
 
 
 class DataSource(EvidenceSource):
@@ -266,10 +353,18 @@ class DataSource(EvidenceSource):
 
     Parameters: ``n_calibration_splits`` grouped inner folds whose out-of-group predictions
     calibrate the classifiers; ``calibration`` "sigmoid", "isotonic" or "auto" (chosen per
-    training set by grouped inner CV, see ``_OutOfGroupCalibrated``); ``max_iter``/``learning_rate`` of the
-    HistGradientBoosting classifiers; ``distance_scale`` the composition distance (half the L1
-    distance of mole fractions, 0..1) at which confidence falls by 1/e; ``max_confidence`` the
-    largest share of mass committed to specific phases (the rest stays on Ω).
+    training set by grouped inner CV, see ``_OutOfGroupCalibrated``); ``model`` "hgb"
+    (HistGradientBoosting), "rf" (random forest), "both" (mean of the two calibrated
+    probabilities) or "auto" (per classifier, the one of the three with the lower held-out Brier
+    on the same inner folds, see ``_ModelFamilyChoice``); ``max_iter``/``learning_rate`` of the
+    gradient boosting; ``rf_n_estimators``/``rf_min_samples_leaf`` of the forest (leaves of 2
+    alloys smooth the vote shares a little; fixed a priori, not tuned); ``distance_scale`` the
+    composition distance (half the L1 distance of mole fractions, 0..1) at which confidence falls
+    by 1/e; ``max_confidence`` the largest share of mass committed to specific phases (the rest
+    stays on Ω).
+
+    After ``fit``, ``model_choice_`` records per classifier ("single_phase", "lattice") the family
+    used, the inner held-out Brier of each candidate and each family's calibration method.
     """
 
     name: ClassVar[str] = "data"
@@ -283,6 +378,9 @@ class DataSource(EvidenceSource):
         max_confidence: float = 0.95,
         use_descriptors: bool = True,
         calibration: str = "auto",
+        model: str = "auto",
+        rf_n_estimators: int = 300,
+        rf_min_samples_leaf: int = 2,
         random_state: int = 0,
     ):
         self.n_calibration_splits = n_calibration_splits
@@ -292,6 +390,9 @@ class DataSource(EvidenceSource):
         self.max_confidence = max_confidence
         self.use_descriptors = use_descriptors
         self.calibration = calibration
+        self.model = model
+        self.rf_n_estimators = rf_n_estimators
+        self.rf_min_samples_leaf = rf_min_samples_leaf
         self.random_state = random_state
 
     def _check_params(self) -> None:
@@ -301,31 +402,67 @@ class DataSource(EvidenceSource):
             raise ValueError(f"distance_scale {self.distance_scale}: must be > 0")
         if self.calibration not in CALIBRATIONS:
             raise ValueError(f"calibration {self.calibration!r}: expected one of {', '.join(CALIBRATIONS)}")
+        if self.model not in MODELS:
+            raise ValueError(f"model {self.model!r}: expected one of {', '.join(MODELS)}")
+        for name in ("rf_n_estimators", "rf_min_samples_leaf"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"{name} {value!r}: must be an integer >= 1")
 
-    def _classifier(self, y: np.ndarray, X: np.ndarray, groups: np.ndarray):
+    def _bases(self) -> dict[str, Any]:
+        """The unfitted estimators of each family (the forest imputes medians, as it needs)."""
+        return {
+            "hgb": HistGradientBoostingClassifier(
+                max_iter=self.max_iter,
+                learning_rate=self.learning_rate,
+                random_state=self.random_state,
+                class_weight=None,
+            ),
+            "rf": make_pipeline(
+                SimpleImputer(strategy="median", keep_empty_features=True),
+                RandomForestClassifier(
+                    n_estimators=self.rf_n_estimators,
+                    min_samples_leaf=self.rf_min_samples_leaf,
+                    n_jobs=1,
+                    random_state=self.random_state,
+                ),
+            ),
+        }
+
+    def _classifier(self, y: np.ndarray, X: np.ndarray, groups: np.ndarray) -> tuple[Any, dict]:
+        """The fitted (calibrated) classifier and a JSON-able record of the model choice."""
         classes, counts = np.unique(y, return_counts=True)
         if len(classes) < 2:
-            return _ConstantClassifier(classes, np.ones(1))
-        base = HistGradientBoostingClassifier(
-            max_iter=self.max_iter,
-            learning_rate=self.learning_rate,
-            random_state=self.random_state,
-            class_weight=None,
-        )
+            return _ConstantClassifier(classes, np.ones(1)), {"model": "constant",
+                                                              "reason": "one class in training"}
         splits, partition = _group_splits(groups, y, self.n_calibration_splits)
         if splits is None or len(y) < 20:
-            return _ConstantClassifier(classes, counts / counts.sum())
+            return _ConstantClassifier(classes, counts / counts.sum()), {
+                "model": "constant", "reason": "too few rows or groups for inner folds"}
+        bases = self._bases()
         if partition:
             # one model on all rows, calibrated on its out-of-group scores (an ensemble of fold
             # models each sees a third less data and ranks worse)
-            model = _OutOfGroupCalibrated(base, self.calibration, splits)
-        else:  # folds that miss a class do not partition the rows: average the fold models
-            method = "sigmoid" if self.calibration == "auto" else self.calibration
-            model = CalibratedClassifierCV(base, method=method, cv=splits, ensemble=True)
+            model = _ModelFamilyChoice(bases, self.model, self.calibration, splits)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model.fit(X, y)
+            return model, {"model": model.model_,
+                           "inner_brier": {k: round(v, 6) for k, v in model.model_scores_.items()},
+                           "calibration": dict(model.calibrations_)}
+        # folds that miss a class do not partition the rows: average the fold models; without
+        # held-out rows for every class there is no fair choice, so "auto" keeps boosting
+        method = "sigmoid" if self.calibration == "auto" else self.calibration
+        families = {"auto": ("hgb",), "both": ("hgb", "rf")}.get(self.model, (self.model,))
+        members = [CalibratedClassifierCV(bases[f], method=method, cv=splits, ensemble=True)
+                   for f in families]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model.fit(X, y)
-        return model
+            for member in members:
+                member.fit(X, y)
+        return _Averaged(members), {
+            "model": "both" if len(families) == 2 else families[0], "calibration": method,
+            "reason": "inner folds miss a class: fold models averaged, no held-out choice"}
 
     def fit(self, compositions: Sequence[Composition], phases: Sequence[str]) -> DataSource:
         self._check_params()
@@ -343,8 +480,10 @@ class DataSource(EvidenceSource):
         X = features.to_numpy(dtype=float)
         groups = np.asarray(["-".join(c) for c in comps])
         single = labels != "MP"
-        self.single_phase_model_ = self._classifier(single.astype(int), X, groups)
-        self.lattice_model_ = self._classifier(labels[single], X[single], groups[single])
+        self.single_phase_model_, single_record = self._classifier(single.astype(int), X, groups)
+        self.lattice_model_, lattice_record = self._classifier(labels[single], X[single],
+                                                               groups[single])
+        self.model_choice_ = {"single_phase": single_record, "lattice": lattice_record}
         self.vocabulary_ = sorted({el for c in comps for el in c})
         self._train_fractions_ = self._fractions(comps)
         self.neighbours_ = NearestNeighbors(n_neighbors=1, metric="manhattan").fit(
@@ -441,4 +580,6 @@ class DataSource(EvidenceSource):
             "nearest_training_alloy": self.train_keys_[int(idx[0])],
             "nearest_training_phase": str(self.train_phases_[int(idx[0])]),
             "n_training": len(self.train_keys_),
+            "model_single_phase": self.model_choice_["single_phase"]["model"],
+            "model_lattice": self.model_choice_["lattice"]["model"],
         }
