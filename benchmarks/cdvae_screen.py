@@ -59,9 +59,11 @@ def main() -> None:
     warnings.simplefilter("ignore")
     from matflow.generate.sample import generate_from_model
     from matflow.generate.screen import DEFAULT_MODELS, screen_generated
+    from matflow.generate.train import resolve_version
 
     t0 = time.perf_counter()
-    samples = generate_from_model("cdvae-perov5", "v1", args.n, seed=args.seed, device="cpu",
+    version = resolve_version("cdvae-perov5")
+    samples = generate_from_model("cdvae-perov5", version, args.n, seed=args.seed, device="cpu",
                                   show_progress=False)
     t_sample = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
@@ -76,7 +78,7 @@ def main() -> None:
     unique = ok[ok["duplicate_of"].isna()]
     ehull = unique["e_above_hull_eV_per_atom"].dropna()
     result = {
-        "description": "CDVAE (cdvae-perov5 v1) samples screened by matflow.generate.screen: CHGNet "
+        "description": f"CDVAE (cdvae-perov5 {version}) samples screened by matflow.generate.screen: CHGNet "
                        "relaxation, de-duplication, novelty vs bundled Perov-5 val+test, CHGNet "
                        "energy above the hull (a potential-based proxy, not DFT), predictions.",
         "settings": {"n_samples": args.n, "max_steps": args.max_steps, "fmax_eV_per_A": 0.05,

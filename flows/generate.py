@@ -169,13 +169,14 @@ def _record(future: PrefectFuture, source: str, step: str) -> dict | None:
 
 
 @flow(name="generate", log_prints=True, task_runner=local_task_runner(), persist_result=True)
-def generate(model: str = "cdvae-perov5", version: str = "v1", num_samples: int = 10,
+def generate(model: str = "cdvae-perov5", version: str = "latest", num_samples: int = 10,
              n_step_each: int | None = None, seed: int = 0, outdir: str | None = None,
              potential: str = "chgnet", max_steps: int = 300, fmax_eV_per_A: float = 0.05,
              models: list[str] | None = None, novelty_dataset: str | None = "auto",
              hull_dataset: str | None = None, reference_max_steps: int = 300,
              cache_dir: str | None = None, hull: bool = True):
-    """Sample ``num_samples`` crystals from ``model``/``version``, relax them with ``potential``,
+    """Sample ``num_samples`` crystals from ``model``/``version`` ("latest": the highest shipped vN,
+    resolved once at the start so that the cache keys name a concrete version), relax them with ``potential``,
     predict with the registered ``models`` that load (default: matflow.generate.screen.DEFAULT_MODELS),
     and write ``screen.csv``/``screen.parquet`` and relaxed CIFs to ``outdir`` (default
     ``<run_dir>/generate_out``). Novelty is judged against ``novelty_dataset`` ("auto": the bundled
@@ -187,9 +188,11 @@ def generate(model: str = "cdvae-perov5", version: str = "v1", num_samples: int 
 
     from matflow.atomistic.potentials import canonical_name
     from matflow.generate.screen import available_models, training_dataset
+    from matflow.generate.train import resolve_version
     from matflow.pipeline.rundir import RunDir
 
     potential = canonical_name(potential)  # an unknown name fails the flow once
+    version = resolve_version(model, version)  # likewise an unknown model
     outdir = str(outdir) if outdir is not None else str(get_settings().run_dir / "generate_out")
     rd = RunDir(outdir)  # checks the folder before any work; a fresh attempt id
     outdir, attempt = str(rd.path), rd.attempt

@@ -938,7 +938,13 @@ def generate(
     require(steps_per_level is None or 1 <= steps_per_level <= 1000, "--steps-per-level",
             steps_per_level, "must be between 1 and 1000")
     check_output(outdir, "dir")
-    name, version = model.split("@", 1) if "@" in model else (model, "v1")
+    name, version = model.split("@", 1) if "@" in model else (model, "latest")
+    from matflow.generate.train import CDVAETrainingError, resolve_version
+
+    try:
+        version = resolve_version(name, version)
+    except CDVAETrainingError as exc:
+        raise usage_error(str(exc)) from None
     if optimize is not None or starts is not None:
         require(optimize in ("min", "max"), "--optimize", optimize, "choose min or max")
         require(1 <= opt_steps <= 1_000_000, "--opt-steps", opt_steps, "must be between 1 and 1000000")

@@ -226,7 +226,7 @@ def read_starts(source: str | Path, *, limit: int | None = None
     return structures, ids, rejected
 
 
-def optimize_from_model(name: str = "cdvae-perov5", version: str = "v1", *,
+def optimize_from_model(name: str = "cdvae-perov5", version: str | None = "latest", *,
                         device: str = "cpu", **kwargs: Any) -> LatentOptimization:
     """`optimize_latent` with a model under ``models/<name>/<version>/``; the property name comes
     from its manifest. Refuses, naming the model, one that has no property head."""

@@ -168,10 +168,12 @@ def reconstruct(model: CDVAE, scaler: LatticeScaler, structures: list[Structure]
     return out
 
 
-def generate_from_model(name: str = "cdvae-perov5", version: str = "v1", num_samples: int = 10, *,
+def generate_from_model(name: str = "cdvae-perov5", version: str | None = "latest",
+                        num_samples: int = 10, *,
                         n_step_each: int | None = None, seed: int = 0, device: str = "cpu",
                         show_progress: bool = True) -> list[Structure]:
-    """Load a shipped model (`models/<name>/<version>/`) and sample from it."""
+    """Load a shipped model (`models/<name>/<version>/`, "latest": the highest vN) and sample
+    from it."""
     from matflow.generate.train import load_model
 
     model, scaler, _ = load_model(name, version, device)

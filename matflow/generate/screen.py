@@ -144,11 +144,15 @@ def dataset_references(dataset: str = "perov_5", *, formulas: Sequence[str] | No
     return rows["id"].tolist(), [_parse_cif(c) for c in rows["cif"]]
 
 
-def training_dataset(model: str = "cdvae-perov5", version: str = "v1") -> str | None:
+def training_dataset(model: str = "cdvae-perov5", version: str | None = "latest") -> str | None:
     """The bundled benchmark (``perov_5``, ``carbon_24``, ``mp_20``) a shipped CDVAE model was
     trained on, read from its manifest; None when it is not one of them."""
-    from matflow.generate.train import MODELS_DIR
+    from matflow.generate.train import MODELS_DIR, CDVAETrainingError, resolve_version
 
+    try:
+        version = resolve_version(model, version)
+    except CDVAETrainingError:
+        return None
     manifest = Path(MODELS_DIR) / model / version / "manifest.json"
     if not manifest.is_file():
         return None

@@ -317,17 +317,42 @@ def load_trained(directory: str | Path, *, device: str | None = "cpu"
     return model, LatticeScaler.from_dict(manifest["normalisation"]), manifest
 
 
-@lru_cache(maxsize=4)
-def load_model(name: str = "cdvae-perov5", version: str = "v1",
+def _shipped() -> list[str]:
+    """`name/version` of every CDVAE model under MODELS_DIR."""
+    return sorted(str(p.parent.relative_to(MODELS_DIR))
+                  for p in MODELS_DIR.glob("*/*/manifest.json")
+                  if json.loads(p.read_text()).get("format") == MANIFEST_FORMAT)
+
+
+def resolve_version(name: str, version: str | None = "latest") -> str:
+    """`version` itself, or for None/"latest" the highest `vN` of `name` with a CDVAE manifest, so
+    that a plain model name follows the newest shipped weights (as the property registry does)."""
+    if version not in (None, "latest"):
+        return version
+    numbered = [p.parent.name for p in (MODELS_DIR / name).glob("v*/manifest.json")
+                if p.parent.name[1:].isdigit()
+                and json.loads(p.read_text()).get("format") == MANIFEST_FORMAT]
+    if not numbered:
+        raise CDVAETrainingError(f"unknown CDVAE model {name}; known: {_shipped()}")
+    return max(numbered, key=lambda v: int(v[1:]))
+
+
+def load_model(name: str = "cdvae-perov5", version: str | None = "latest",
                device: str = "cpu") -> tuple[CDVAE, LatticeScaler, dict[str, Any]]:
-    """A shipped model under `models/<name>/<version>/`; ValueError on an unknown name/version."""
+    """A shipped model under `models/<name>/<version>/` ("latest": the highest vN);
+    ValueError on an unknown name/version."""
+    return _load_model(name, resolve_version(name, version), device)
+
+
+@lru_cache(maxsize=4)
+def _load_model(name: str, version: str, device: str) -> tuple[CDVAE, LatticeScaler, dict[str, Any]]:
     directory = MODELS_DIR / name / version
     if not (directory / "manifest.json").exists():
-        known = sorted(str(p.parent.relative_to(MODELS_DIR))
-                       for p in MODELS_DIR.glob("*/*/manifest.json")
-                       if json.loads(p.read_text()).get("format") == MANIFEST_FORMAT)
-        raise CDVAETrainingError(f"unknown CDVAE model {name}/{version}; known: {known}")
+        raise CDVAETrainingError(f"unknown CDVAE model {name}/{version}; known: {_shipped()}")
     return load_trained(directory, device=device)
+
+
+load_model.cache_clear = _load_model.cache_clear  # type: ignore[attr-defined]
 
 
 def history_array(history: list[dict[str, Any]], key: str = "total") -> np.ndarray:

@@ -31,7 +31,8 @@ class CDVAESource(_Strict):
     """Crystals sampled from a shipped CDVAE model (``models/<model>/<version>/``)."""
 
     model: str = "cdvae-perov5"
-    version: str = "v1"
+    version: str = "latest"
+    """A shipped version, or "latest" (the highest vN, resolved when the run starts)."""
     num_samples: int = Field(default=4, ge=1, le=10_000)
     seed: int = 0
     n_step_each: int | None = Field(default=None, ge=1)

@@ -68,12 +68,18 @@ def potential_info(name: str) -> dict:
 
 
 def cdvae_info(source: CDVAESource) -> dict:
-    from matflow.generate.train import MODELS_DIR
+    """Name, concrete version ("latest" resolved) and manifest hash: part of the cache key, so a
+    newly shipped version is never served from an older one's samples."""
+    from matflow.generate.train import MODELS_DIR, CDVAETrainingError, resolve_version
 
-    manifest = Path(MODELS_DIR) / source.model / source.version / "manifest.json"
+    try:
+        version = resolve_version(source.model, source.version)
+    except CDVAETrainingError as exc:
+        raise ItemFailed("cdvae", f"{source.model}/{source.version}", str(exc)) from None
+    manifest = Path(MODELS_DIR) / source.model / version / "manifest.json"
     if not manifest.is_file():
-        raise ItemFailed("cdvae", f"{source.model}/{source.version}", "no such shipped CDVAE model")
-    return {"name": source.model, "version": source.version, "manifest_sha256": file_sha256(manifest)}
+        raise ItemFailed("cdvae", f"{source.model}/{version}", "no such shipped CDVAE model")
+    return {"name": source.model, "version": version, "manifest_sha256": file_sha256(manifest)}
 
 
 # ------------------------------------------------------------------ candidates
@@ -85,7 +91,7 @@ def sample_cdvae(source: CDVAESource) -> list[dict]:
     """``num_samples`` crystals from the CDVAE model, as pymatgen dicts (CPU, seeded)."""
     from matflow.generate.sample import generate_from_model
 
-    structures = generate_from_model(source.model, source.version, source.num_samples,
+    structures = generate_from_model(source.model, cdvae_info(source)["version"], source.num_samples,
                                      n_step_each=source.n_step_each, seed=source.seed,
                                      device="cpu", show_progress=False)
     return [s.as_dict() for s in structures]

@@ -14,7 +14,7 @@ runner = CliRunner()
 
 def test_generate_writes_cifs_and_table(tmp_path):
     out = tmp_path / "gen"
-    result = runner.invoke(app, ["generate", "--model", "cdvae-perov5@v1", "-n", "2",
+    result = runner.invoke(app, ["generate", "--model", "cdvae-perov5", "-n", "2",
                                  "--steps-per-level", "1", "-o", str(out), "--seed", "3"])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "generated.csv")

@@ -64,3 +64,25 @@ def test_resume_drops_log_lines_past_the_checkpoint(tmp_path, tiny_config, perov
     result = train(tiny_config, perov_csv, None, out, max_epochs=2, train_limit=4, device="cpu")
     epochs = [json.loads(line)["epoch"] for line in log.read_text().splitlines()]
     assert result.epochs_completed == 2 and epochs == [1, 2]
+
+
+def test_latest_version_is_the_highest_numbered_cdvae_manifest(tmp_path, monkeypatch, tiny_config, perov_csv):
+    import importlib
+
+    train_module = importlib.import_module("matflow.generate.train")  # the package exports train()
+    for version in ("v2", "v10"):
+        train(tiny_config, perov_csv, None, tmp_path / "toy" / version, max_epochs=1, train_limit=4,
+              device="cpu")
+    (tmp_path / "toy" / "v11").mkdir()  # no manifest: not a model
+    (tmp_path / "toy" / "v12").mkdir()
+    (tmp_path / "toy" / "v12" / "manifest.json").write_text('{"format": "something-else"}')
+    monkeypatch.setattr(train_module, "MODELS_DIR", tmp_path)
+    assert train_module.resolve_version("toy") == "v10"
+    assert train_module.resolve_version("toy", "latest") == "v10"
+    assert train_module.resolve_version("toy", "v2") == "v2"
+    train_module.load_model.cache_clear()
+    *_, manifest = train_module.load_model("toy")
+    assert manifest["version"] == "v10"
+    with pytest.raises(CDVAETrainingError, match="unknown CDVAE model nothing; known: .*toy/v10"):
+        train_module.resolve_version("nothing")
+    train_module.load_model.cache_clear()
