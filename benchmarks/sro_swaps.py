@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     t_start = time.time()
     cells = make_cells(args.n_train, args.n_heldout, args.seed)
+    n_atoms = len(cells["cells"][0])
     runs = {}
     for name in args.potentials.split(","):
         pot = load_potential(name)
@@ -151,11 +152,11 @@ def main(argv: list[str] | None = None) -> dict:
         energies = {k: np.asarray(pot.energies(v), dtype=float) for k, v in cells.items()}
         label_s = time.time() - t0
         runs[name] = {"potential": pot.provenance(), "label_seconds": label_s,
-                      "energy_std_meV_per_atom": float(1000 * np.std(energies["cells"] / 108)),
+                      "energy_std_meV_per_atom": float(1000 * np.std(energies["cells"] / n_atoms)),
                       "cutoff_sets": [study(cells, energies, c) for c in CUTOFF_SETS]}
     out = {
         "benchmark": "sro_swaps", "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "composition": COMPOSITION, "lattice": "fcc", "a_A": A, "atoms_per_cell": 108,
+        "composition": COMPOSITION, "lattice": "fcc", "a_A": A, "atoms_per_cell": n_atoms,
         "n_train_cells": args.n_train, "n_heldout_swaps": args.n_heldout, "seed": args.seed,
         "weights": list(WEIGHTS), "runs": runs,
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),

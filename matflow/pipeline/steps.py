@@ -91,7 +91,7 @@ def sample_cdvae(source: CDVAESource) -> list[dict]:
     """``num_samples`` crystals from the CDVAE model, as pymatgen dicts (CPU, seeded)."""
     from matflow.generate.sample import generate_from_model
 
-    structures = generate_from_model(source.model, cdvae_info(source)["version"], source.num_samples,
+    structures = generate_from_model(source.model, source.version, source.num_samples,
                                      n_step_each=source.n_step_each, seed=source.seed,
                                      device="cpu", show_progress=False)
     return [s.as_dict() for s in structures]

@@ -263,6 +263,7 @@ class _OutOfGroupCalibrated:
             scores[test] = fold
             covered[test] = True
         self._scores, self._covered, self._onehot = scores, covered, onehot
+        self._held_out: dict[str, np.ndarray] = {}
         methods = ("sigmoid", "isotonic") if self.calibration == "auto" else (self.calibration,)
         self.calibration_scores_ = {}
         if len(methods) > 1:
@@ -280,15 +281,18 @@ class _OutOfGroupCalibrated:
     def held_out_proba(self, method: str | None = None) -> np.ndarray:
         """Calibrated probabilities of the held-out rows, shape (n, n_classes): each inner fold's
         from calibrators fitted on the other folds' out-of-group scores (NaN on rows no fold
-        holds out). Scores the model and its calibration on rows neither has seen."""
+        holds out). Scores the model and its calibration on rows neither has seen; computed once
+        per method (the calibration choice and the model-family choice read the same arrays)."""
         method = self.calibration_ if method is None else method
-        scores, covered, onehot = self._scores, self._covered, self._onehot
-        out = np.full(onehot.shape, np.nan)
-        for _, held in self.splits:
-            rest = np.setdiff1d(np.flatnonzero(covered), held)
-            cal = _fit_calibrators(method, scores[rest], onehot[rest])
-            out[held] = _apply_calibrators(cal, scores[held])
-        return out
+        if method not in self._held_out:
+            scores, covered, onehot = self._scores, self._covered, self._onehot
+            out = np.full(onehot.shape, np.nan)
+            for _, held in self.splits:
+                rest = np.setdiff1d(np.flatnonzero(covered), held)
+                cal = _fit_calibrators(method, scores[rest], onehot[rest])
+                out[held] = _apply_calibrators(cal, scores[held])
+            self._held_out[method] = out
+        return self._held_out[method]
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return _apply_calibrators(self.calibrators_, _class_scores(self.model_, X))
