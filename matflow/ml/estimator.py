@@ -299,8 +299,10 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
             score_group[held] = residual / (cal.quantile_ * sigma_held)
             dist_group[held] = _mean_knn_distance(Xd[rest], Xd[held], self.ad_neighbors, tree)
         self.widening_split_ = split
-        self.widening_ = DistanceWidening(self.coverage).fit(np.concatenate([dist_fold, dist_group]),
-                                                             np.concatenate([score_fold, score_group]))
+        # kept in memory (not saved) so that benchmarks can compare forms of w(d) on the same networks
+        self.widening_calibration_ = (np.concatenate([dist_fold, dist_group]),
+                                      np.concatenate([score_fold, score_group]))
+        self.widening_ = DistanceWidening(self.coverage).fit(*self.widening_calibration_)
 
     def _fit_cross(self, Xn: np.ndarray, Yn: np.ndarray, Yt: np.ndarray, rng: np.random.Generator) -> None:
         n, n_members = len(Xn), int(self.n_estimators)

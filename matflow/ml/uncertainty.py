@@ -220,12 +220,13 @@ class DistanceWidening:
     distance, beyond which ``factor`` is NaN), and ``factor_`` (bins, outputs).
     """
 
-    def __init__(self, coverage: float = 0.9, min_bin: int = 50, max_bins: int = 20):
+    def __init__(self, coverage: float = 0.9, min_bin: int = 50, max_bins: int = 20, floor: float | None = 1.0):
         if not 0.0 < coverage < 1.0:
             raise ValueError(f"coverage must be in (0, 1), got {coverage}")
         self.coverage = coverage
         self.min_bin = min_bin
         self.max_bins = max_bins
+        self.floor = floor  # None lets w fall below 1 where the calibration rows say the interval is wide
 
     def fit(self, distance: np.ndarray, scores: np.ndarray) -> DistanceWidening:
         """``distance`` (rows,): each calibration row's AD distance to the rows that trained its predictor;
@@ -244,7 +245,7 @@ class DistanceWidening:
         return self
 
     def _isotonic_quantile(self, bins: list[np.ndarray]) -> np.ndarray:
-        """Per-bin value: nondecreasing, each run of pooled bins at its pooled conformal quantile, >= 1."""
+        """Per-bin value: nondecreasing, each run of pooled bins at its pooled conformal quantile, >= floor."""
         runs: list[list] = []  # [number of bins, pooled scores, quantile]
         for b in bins:
             runs.append([1, b, conformal_quantile(b, self.coverage)])
@@ -254,7 +255,7 @@ class DistanceWidening:
                 runs[-1][1] = np.concatenate([runs[-1][1], pooled])
                 runs[-1][2] = conformal_quantile(runs[-1][1], self.coverage)
         values = np.concatenate([np.full(size, q) for size, _, q in runs])
-        return np.maximum(values, 1.0)
+        return values if self.floor is None else np.maximum(values, self.floor)
 
     @property
     def max_distance(self) -> float:

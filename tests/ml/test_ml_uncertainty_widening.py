@@ -93,6 +93,23 @@ def test_widening_pools_adjacent_bins_that_break_monotonicity():
     np.testing.assert_allclose(w.factor_[:, 0], [max(1.0, conformal_quantile(s[:100], 0.9)), pooled, pooled])
 
 
+def test_widening_without_floor_narrows_where_the_calibrated_interval_over_covers():
+    """Scores at half their nominal scale near the data: floor=None gives w ~ 0.5 there, the default stays 1."""
+    rng = np.random.default_rng(3)
+    d = rng.uniform(0.0, 2.0, size=4000)
+    scale = np.where(d < 1.0, 0.5, 1.5)
+    s = np.abs(rng.normal(size=d.size)) / 1.645 * scale
+    floored, free = DistanceWidening(0.9).fit(d, s), DistanceWidening(0.9, floor=None).fit(d, s)
+    assert floored.factor(np.array([0.5]))[0, 0] == 1.0
+    assert 0.4 <= free.factor(np.array([0.5]))[0, 0] <= 0.6
+    np.testing.assert_allclose(free.factor(np.array([1.5])), floored.factor(np.array([1.5])))
+    d2 = rng.uniform(0.0, 2.0, size=20000)
+    s2 = np.abs(rng.normal(size=d2.size)) / 1.645 * np.where(d2 < 1.0, 0.5, 1.5)
+    near = d2 < 1.0
+    assert 0.87 <= np.mean(s2[near] <= free.factor(d2[near])[:, 0]) <= 0.93
+    assert np.mean(s2[near] <= floored.factor(d2[near])[:, 0]) > 0.99  # the floor over-covers here
+
+
 def test_cross_conformal_scale_widens_and_nan_means_no_interval():
     rng = np.random.default_rng(2)
     x = rng.uniform(size=(300, 1))
