@@ -37,7 +37,7 @@ def test_shipped_registry_table(monkeypatch):
     assert res.exit_code == EXIT_OK, res.output
     header, rows, notes = _table_rows(res.stdout)
     assert header == list(COLUMNS)
-    assert {("matbench_phonons", v) for v in ("v7", "v8")} | {("alexandria_cv300", "v3"),
+    assert {("matbench_phonons", v) for v in ("v8", "v9")} | {("alexandria_cv300", "v3"),
                                                              ("cdvae-perov5", "v2"), ("cdvae-carbon24", "v1"), ("svib", "v3")} == set(rows)
     # the phonon-DOS model: S_vib, Cv, F_vib from its predicted DOS; its figures are in benchmarks/results/svib.json
     svib = rows.pop(("svib", "v3"))
@@ -60,30 +60,30 @@ def test_shipped_registry_table(monkeypatch):
         assert row[8] == "—"  # no shipped manifest records a cold-predict time
     # the figures the README quotes, as the table prints them
     assert rows[("matbench_phonons", "v8")][6] == "37.77 ± 1.44 cm^-1"
-    assert rows[("matbench_phonons", "v7")][5:8] == ["yes", "34.92 ± 3.53 cm^-1", "0.908 of 90%"]
+    assert rows[("matbench_phonons", "v9")][5:8] == ["yes", "33.53 ± 1.61 cm^-1", "0.936 of 90%"]
     assert rows[("alexandria_cv300", "v3")][6] == "0.2911 ± 0.0239 J K^-1 mol^-1 (per atom)"
     for name in ("matbench_phonons", "alexandria_cv300"):
         latest = load(name, root=SHIPPED).version
         assert [v for (n, v), row in rows.items() if n == name and row[9] == "<- latest"] == [latest]
         assert f"{name}: latest = {latest}" in notes
-    assert rows[("matbench_phonons", "v8")][9] == "<- latest"
+    assert rows[("matbench_phonons", "v9")][9] == "<- latest"
 
 
 @pytest.fixture
 def registry(tmp_path):
-    """matbench_phonons v7 and v8 copied, v8 given a recorded cold-predict time, and v9: a copy of v8
+    """matbench_phonons v8 and v9 copied, v9 given a recorded cold-predict time, and v10: a copy of v9
     whose manifest has a number where the target unit belongs."""
     root = tmp_path / "models"
-    for version in ("v7", "v8", "v9"):
-        shutil.copytree(SHIPPED / "matbench_phonons" / ("v8" if version == "v9" else version),
+    for version in ("v8", "v9", "v10"):
+        shutil.copytree(SHIPPED / "matbench_phonons" / ("v9" if version == "v10" else version),
                         root / "matbench_phonons" / version)
-    v8 = _manifest("matbench_phonons", "v8", root)
-    v8["metrics"]["cold_predict_s"] = {"NaCl": 7.1, "Si3N4": 6.1, "Li7BiO6": 6.2}
-    (root / "matbench_phonons" / "v8" / "manifest.json").write_text(json.dumps(v8))
     v9 = _manifest("matbench_phonons", "v9", root)
-    v9["version"] = "v9"
-    v9["targets"][0]["unit"] = 5
+    v9["metrics"]["cold_predict_s"] = {"NaCl": 7.1, "Si3N4": 6.1, "Li7BiO6": 6.2}
     (root / "matbench_phonons" / "v9" / "manifest.json").write_text(json.dumps(v9))
+    v10 = _manifest("matbench_phonons", "v10", root)
+    v10["version"] = "v10"
+    v10["targets"][0]["unit"] = 5
+    (root / "matbench_phonons" / "v10" / "manifest.json").write_text(json.dumps(v10))
     return root
 
 
@@ -98,38 +98,39 @@ def test_broken_version_is_listed_with_its_reason(registry, monkeypatch):
     assert listing["models_dir"] == str(registry)
     (model,) = listing["models"]
     assert model["name"] == "matbench_phonons"
-    assert model["latest"] == "v8" == load("matbench_phonons", root=registry).version
+    assert model["latest"] == "v9" == load("matbench_phonons", root=registry).version
     by_version = {v["version"]: v for v in model["versions"]}
-    assert list(by_version) == ["v7", "v8", "v9"]
-    assert by_version["v9"]["status"] == "broken" and by_version["v9"]["reason"] == reason
-    assert by_version["v9"]["latest"] is False and by_version["v9"]["preset"] is None
-    v8 = by_version["v8"]
-    assert (v8["status"], v8["latest"], v8["preset"], v8["needs_chgnet"]) == ("ok", True, "structure", False)
-    assert v8["targets"] == [{"name": "last_phdos_peak", "unit": "cm^-1", "n_outputs": 1}]
-    cv = _manifest("matbench_phonons", "v8", SHIPPED)["metrics"]["cv"]
-    assert (v8["cv_mae_mean"], v8["cv_mae_std"], v8["cv_coverage_pooled"]) == \
+    assert list(by_version) == ["v8", "v9", "v10"]
+    assert by_version["v10"]["status"] == "broken" and by_version["v10"]["reason"] == reason
+    assert by_version["v10"]["latest"] is False and by_version["v10"]["preset"] is None
+    v9 = by_version["v9"]
+    assert (v9["status"], v9["latest"], v9["preset"], v9["needs_chgnet"]) == \
+        ("ok", True, "structure-chgnet-full", True)
+    assert v9["targets"] == [{"name": "last_phdos_peak", "unit": "cm^-1", "n_outputs": 1}]
+    cv = _manifest("matbench_phonons", "v9", SHIPPED)["metrics"]["cv"]
+    assert (v9["cv_mae_mean"], v9["cv_mae_std"], v9["cv_coverage_pooled"]) == \
         (cv["mae_mean"], cv["mae_std"], cv["coverage_pooled"])
-    assert v8["cold_predict_s"] == {"NaCl": 7.1, "Si3N4": 6.1, "Li7BiO6": 6.2}
-    assert by_version["v7"]["cold_predict_s"] is None and by_version["v7"]["latest"] is False
+    assert v9["cold_predict_s"] == {"NaCl": 7.1, "Si3N4": 6.1, "Li7BiO6": 6.2}
+    assert by_version["v8"]["cold_predict_s"] is None and by_version["v8"]["latest"] is False
 
     res = runner.invoke(app, ["models"])
     assert res.exit_code == EXIT_PARTIAL, res.output
     _, rows, notes = _table_rows(res.stdout)
-    assert rows[("matbench_phonons", "v9")][2:] == ["broken", "—", "—", "—", "—", "—", "—", ""]
-    assert rows[("matbench_phonons", "v8")][8:] == ["6.1–7.1 s", "<- latest"]
-    assert notes == [f"matbench_phonons@v9 is broken: {reason}", "matbench_phonons: latest = v8"]
+    assert rows[("matbench_phonons", "v10")][2:] == ["broken", "—", "—", "—", "—", "—", "—", ""]
+    assert rows[("matbench_phonons", "v9")][8:] == ["6.1–7.1 s", "<- latest"]
+    assert notes == [f"matbench_phonons@v10 is broken: {reason}", "matbench_phonons: latest = v9"]
 
 
 def test_every_version_broken_and_empty_registry(registry, tmp_path, monkeypatch):
-    shutil.rmtree(registry / "matbench_phonons" / "v7")
-    weights = registry / "matbench_phonons" / "v8" / "weights.safetensors"
+    shutil.rmtree(registry / "matbench_phonons" / "v8")
+    weights = registry / "matbench_phonons" / "v9" / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     monkeypatch.setenv("MATFLOW_MODELS_DIR", str(registry))
     res = runner.invoke(app, ["models"])
     assert res.exit_code == EXIT_PARTIAL, res.output
     _, rows, notes = _table_rows(res.stdout)
     assert [row[2] for row in rows.values()] == ["broken", "broken"]
-    assert notes[0].startswith("matbench_phonons@v8 is broken: weights file weights.safetensors does not "
+    assert notes[0].startswith("matbench_phonons@v9 is broken: weights file weights.safetensors does not "
                                "match the manifest's sha256 (1000 bytes")
     assert notes[-1] == "matbench_phonons: no version loads"
 

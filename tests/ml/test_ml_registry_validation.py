@@ -146,7 +146,7 @@ def test_unreadable_weights_with_a_matching_checksum_are_a_clear_error(v8):
 
 
 def test_weights_of_another_model_are_a_clear_error(tmp_path, v8):
-    other = _copy(tmp_path / "other", "v7")
+    other = _copy(tmp_path / "other", "v9")
     shutil.copy(other / "weights.safetensors", v8 / "weights.safetensors")
     _write(v8, _set(_manifest(v8), "weights.sha256", _manifest(other)["weights"]["sha256"]))
     with pytest.raises(ModelLoadError, match=f"^model {NAME}@v8: weights do not fit the manifest") as info:
@@ -162,35 +162,34 @@ def test_weights_file_cannot_point_outside_the_version_folder(v8):
 
 def test_latest_skips_a_broken_newest_version_with_a_warning(v8):
     root = v8.parent.parent
-    _copy(root, "v7")
-    _write(v8, _set(_manifest(v8), "targets.0.unit", 5))
-    with pytest.warns(SkippedVersionWarning, match=rf"{NAME}@v8 is broken.*'targets.0.unit': expected a string"):
+    v9 = _copy(root, "v9")
+    _write(v9, _set(_manifest(v9), "targets.0.unit", 5))
+    with pytest.warns(SkippedVersionWarning, match=rf"{NAME}@v9 is broken.*'targets.0.unit': expected a string"):
         model = load(NAME, root=root)
-    assert model.version == "v7"
+    assert model.version == "v8"
     assert model.manifest["targets"][0]["unit"] == "cm^-1"
-    with pytest.raises(ModelLoadError, match=f"^model {NAME}@v8: manifest field 'targets.0.unit'"):
-        load(NAME, "v8", root=root)
-    assert list_versions(NAME, root) == ["v7", "v8"]
-    with pytest.warns(SkippedVersionWarning, match=f"{NAME}@v8"):
-        assert list_versions(NAME, root, valid_only=True) == ["v7"]
+    with pytest.raises(ModelLoadError, match=f"^model {NAME}@v9: manifest field 'targets.0.unit'"):
+        load(NAME, "v9", root=root)
+    assert list_versions(NAME, root) == ["v8", "v9"]
+    with pytest.warns(SkippedVersionWarning, match=f"{NAME}@v9"):
+        assert list_versions(NAME, root, valid_only=True) == ["v8"]
 
 
 def test_latest_skips_truncated_weights(v8):
     root = v8.parent.parent
-    _copy(root, "v7")
-    weights = v8 / "weights.safetensors"
+    weights = _copy(root, "v9") / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.warns(SkippedVersionWarning, match=f"{NAME}@v8 is broken.*sha256"):
-        assert load(NAME, root=root).version == "v7"
+    with pytest.warns(SkippedVersionWarning, match=f"{NAME}@v9 is broken.*sha256"):
+        assert load(NAME, root=root).version == "v8"
 
 
 def test_latest_with_every_version_broken_is_one_clear_error(v8):
     root = v8.parent.parent
-    v7 = _copy(root, "v7")
-    for folder in (v7, v8):
+    v9 = _copy(root, "v9")
+    for folder in (v8, v9):
         _write(folder, _set(_manifest(folder), "estimator.y_ndim", ...))
     with (pytest.warns(SkippedVersionWarning),
-          pytest.raises(ModelLoadError, match=f"^model {NAME}: none of its 2 version.s. loads; newest {NAME}@v8: "
+          pytest.raises(ModelLoadError, match=f"^model {NAME}: none of its 2 version.s. loads; newest {NAME}@v9: "
                                               "manifest field 'estimator.y_ndim': missing")):
         load(NAME, root=root)
 
@@ -257,5 +256,5 @@ def test_every_shipped_manifest_validates(path):
 def test_the_shipped_models_dir_has_the_documented_versions():
     """The versions the README names (latest, most accurate, and the earlier loadable ones)."""
     shipped = {(p.parent.parent.name, p.parent.name) for p in SHIPPED.glob("*/*/manifest.json")}
-    documented = {(NAME, v) for v in ("v7", "v8")} | {("alexandria_cv300", "v3")}
+    documented = {(NAME, v) for v in ("v8", "v9")} | {("alexandria_cv300", "v3")}
     assert documented <= shipped
