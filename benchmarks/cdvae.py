@@ -37,7 +37,7 @@ DATASETS = {
     "perov_5": {"model": "cdvae-perov5", "out": "cdvae_perov5.json", "max_atoms": 20,
                 "version": "v2"},
     "carbon_24": {"model": "cdvae-carbon24", "out": "cdvae_carbon24.json", "max_atoms": 24,
-                  "version": "v1"},
+                  "version": "v2"},
 }
 PAPER_PEROV5_CDVAE = {
     "source": "Xie et al., ICLR 2022, Table 2 (reconstruction) and Table 3 (generation), Perov-5",
@@ -99,7 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="perov_5")
     parser.add_argument("--model-dir", type=Path, default=None,
-                        help="default: models/cdvae-perov5/v2 or models/cdvae-carbon24/v1")
+                        help="default: models/cdvae-perov5/v2 or models/cdvae-carbon24/v2")
     parser.add_argument("--train-minutes", type=float, default=None)
     parser.add_argument("--train-epochs", type=int, default=200)
     parser.add_argument("--n-reconstruct", type=int, default=100)

@@ -1058,8 +1058,9 @@ def train_generator(
     restart: bool = typer.Option(False, "--restart", help="Ignore a checkpoint in OUTDIR and start over."),
     property_column: str = typer.Option(None, "--property", help="Also train a property head on this "
                                         "CSV column (e.g. heat_ref for Perov-5), for generate --optimize."),
-    max_atoms: int = typer.Option(None, "--max-atoms", help="Largest cell the model handles (default: "
-                                  "the config's; 24 for Carbon-24)."),
+    max_atoms: int = typer.Option(None, "--max-atoms", help="Largest cell the model handles; larger "
+                                  "training cells are skipped and counted (default: the preset's, 20 for "
+                                  "small-cpu; pass 24 for Carbon-24)."),
 ) -> None:
     """Train a CDVAE crystal generator; a checkpoint is written every epoch, so rerunning the same
     command after a crash or Ctrl-C resumes, and a larger --epochs extends a finished run."""

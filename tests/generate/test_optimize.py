@@ -78,11 +78,11 @@ runner = CliRunner()
 def test_cli_refuses_model_without_head(tmp_path):
     from matflow.cli import app
 
-    result = runner.invoke(app, ["generate", "--model", "cdvae-carbon24@v1", "--optimize", "min",
+    result = runner.invoke(app, ["generate", "--model", "cdvae-carbon24@v2", "--optimize", "min",
                                  "-n", "1", "-o", str(tmp_path / "x")])
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "cdvae-carbon24@v1" in lines[0] and "property head" in lines[0]
+    assert len(lines) == 1 and "cdvae-carbon24@v2" in lines[0] and "property head" in lines[0]
 
 
 def test_cli_optimizes_from_csv(tmp_path, monkeypatch, tiny_config, perov_csv):
