@@ -161,6 +161,7 @@ def train(config: CDVAEConfig, train_csv: str | Path, val_csv: str | Path | None
                         generator=loader_generator)
     val_loader = (DataLoader(val_data, batch_size=config.batch_size) if val_data else None)
     started = time.monotonic()
+    wall = wall_before  # training time up to the end of the last finished epoch, as the checkpoint keeps it
     history: list[dict[str, Any]] = []
     stopped = "max_epochs"
     progress = None
@@ -196,8 +197,7 @@ def train(config: CDVAEConfig, train_csv: str | Path, val_csv: str | Path | None
             break
     if progress is not None:
         progress.close()
-    wall_total = wall_before + time.monotonic() - started
-    return TrainResult(out, epoch, wall_total, stopped, history)
+    return TrainResult(out, epoch, wall, stopped, history)
 
 
 def _truncate_log(path: Path, last_epoch: int) -> None:
