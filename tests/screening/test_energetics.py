@@ -84,3 +84,22 @@ def test_elements_beyond_chgnet_are_vacuous(tmp_path):
     assert "Cm" in source.explain({"Cu": 0.5, "Cm": 0.5})["note"]
     with pytest.raises(ValueError, match="max_support"):
         EnergeticsSource(max_support=1.0).fit([{"Cu": 0.5, "Ni": 0.5}], ["FCC"])
+
+
+def test_one_failing_alloy_gets_vacuous_mass_and_a_reason(tmp_path, monkeypatch):
+    source = EnergeticsSource(cache_dir=str(tmp_path))
+    good = record(fcc=-40.0, bcc=10.0, hcp=5.0)
+
+    def energies(composition):
+        if "Fe" in composition:
+            raise ValueError("FeNi FCC #0: relaxation ended with energy nan eV/atom")
+        return good
+
+    monkeypatch.setattr(source, "energies", energies)
+    with pytest.warns(RuntimeWarning, match="CHGNet energetics failed for Fe0.5000Ni0.5000"):
+        m = source.masses([{"Cu": 0.5, "Ni": 0.5}, {"Fe": 0.5, "Ni": 0.5}])
+    assert m[0, FCC] > 0 and m[0, OMEGA] < 1
+    np.testing.assert_allclose(m[1], np.eye(16)[OMEGA])
+    assert "nan" in source.failures_["Fe0.5000Ni0.5000"]
+    with pytest.warns(RuntimeWarning):
+        assert "vacuous" in source.explain({"Fe": 0.5, "Ni": 0.5})["note"]

@@ -32,6 +32,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from itertools import product
 from pathlib import Path
@@ -195,7 +196,11 @@ class EnergeticsSource(EvidenceSource):
     def _relax_energy(self, atoms, source: str) -> tuple[float, float, bool]:
         """(energy eV/atom, volume Å³/atom, converged within relax_steps) after relaxation."""
         res = self._relaxer().relax(atoms, source=source)
-        return res.final_energy_eV_per_atom, res.final_volume_A3 / res.n_atoms, res.converged
+        energy, volume = res.final_energy_eV_per_atom, res.final_volume_A3 / res.n_atoms
+        if not (math.isfinite(energy) and math.isfinite(volume) and volume > 0):
+            raise ValueError(f"{source}: relaxation ended with energy {energy} eV/atom and volume "
+                             f"{volume} Å³/atom")
+        return energy, volume, res.converged
 
     def element_reference(self, symbol: str) -> dict[str, Any]:
         """Lowest CHGNet energy (eV/atom) of the element over relaxed fcc, bcc and hcp cells."""
@@ -309,15 +314,34 @@ class EnergeticsSource(EvidenceSource):
         self.n_training_rows_ = len(compositions)
         return self
 
+    def _energies_or_reason(self, comp: Composition) -> tuple[dict[str, Any] | None, str]:
+        """The energies record, or None and why: a relaxation that fails for one candidate (a
+        non-finite energy, an error inside the potential) leaves that candidate without energetic
+        evidence instead of stopping the screening of all the others."""
+        try:
+            return self.energies(comp), ""
+        except Exception as exc:  # noqa: BLE001 - any failure of one alloy means "no evidence"
+            reason = f"CHGNet energetics failed for {composition_key(comp)}: " \
+                     f"{type(exc).__name__}: {exc}"
+            if not hasattr(self, "failures_"):
+                self.failures_: dict[str, str] = {}
+            self.failures_[composition_key(comp)] = reason
+            warnings.warn(reason + "; its energetics mass is vacuous", RuntimeWarning,
+                          stacklevel=3)
+            return None, reason
+
     def masses(self, compositions: Sequence[Composition]) -> np.ndarray:
+        """Masses per composition; vacuous (all on the frame) for elements CHGNet lacks and for
+        alloys whose relaxations failed (listed in ``failures_``)."""
         self._check_params()
         out = np.zeros((len(compositions), N_FOCAL))
         for i, composition in enumerate(compositions):
             comp = parse_composition(composition)
-            if self._unsupported(comp):
+            record = None if self._unsupported(comp) else self._energies_or_reason(comp)[0]
+            if record is None:
                 out[i, OMEGA] = 1.0
                 continue
-            out[i], _ = self.mass_from_energies(self.energies(comp))
+            out[i], _ = self.mass_from_energies(record)
         return out
 
     def explain(self, composition: Composition) -> dict[str, Any]:
@@ -326,7 +350,9 @@ class EnergeticsSource(EvidenceSource):
         if unsupported:
             return {"source": self.name, "note": f"element(s) {', '.join(unsupported)} beyond "
                     f"CHGNet's Z <= {CHGNET_MAX_Z}: vacuous"}
-        record = self.energies(comp)
+        record, reason = self._energies_or_reason(comp)
+        if record is None:
+            return {"source": self.name, "note": f"{reason}: vacuous"}
         mass, detail = self.mass_from_energies(record)
         return {"source": self.name, **detail, "ignorance": round(float(mass[OMEGA]), 4),
                 "lattices": {k: {"energy_eV_per_atom": round(v["energy_eV_per_atom"], 5),
