@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pymatgen.core import Lattice, Structure
+from pymatgen.core import Composition, Lattice, Structure
 
 from matflow.outputs import atomic_write_text
 
@@ -38,6 +38,7 @@ __all__ = ["TrainingSet", "training_set", "predict_structures", "predict_files",
            "prediction_table_text"]
 
 _FORMAT = 2
+_SYMBOL = re.compile(r"[A-Z][a-z]?")
 _MP_ID = re.compile(r"(?<![A-Za-z0-9-])(mp-\d+)(?!\d)")
 _MEMO: dict[tuple[str, str], TrainingSet] = {}
 
@@ -212,6 +213,30 @@ def _memberships(model, table: pd.DataFrame, structure_of: Callable[[str, str], 
     return out
 
 
+def training_elements(model) -> set[str] | None:
+    """Elements present in the rows ``model`` was trained on; None when its dataset is not bundled.
+
+    A structure with an element the model never saw is extrapolation whatever its feature distance:
+    element-statistics features of a new element can sit close to known ones (holding out every
+    oxide of Alexandria leaves its rows near the others in feature space)."""
+    train = training_set(model.manifest["training_data"]["dataset"])
+    if train is None:
+        return None
+    limit = min(int(model.manifest["training_data"].get("n_rows") or len(train.hashes)), len(train.hashes))
+    seen: set[str] = set()
+    for item in train.structures[:limit]:
+        for species in set(item["species"]):  # "Si", "O2-" or "Fe:0.5, Ni:0.5"
+            seen.update(_SYMBOL.findall(species))
+    return seen
+
+
+def _unseen_elements(formula: str, seen: set[str] | None) -> str:
+    """Comma-separated elements of ``formula`` outside ``seen`` ("" when none or unknown)."""
+    if seen is None:
+        return ""
+    return ",".join(sorted(el.symbol for el in Composition(formula).elements if el.symbol not in seen))
+
+
 def _label(value, j: int) -> float:
     if isinstance(value, list):
         return float(value[j]) if j < len(value) else math.nan
@@ -225,7 +250,9 @@ def _with_membership(model, table, structure_of) -> pd.DataFrame:
     members = _memberships(model, ok, structure_of)
     train = training_set(model.manifest["training_data"]["dataset"]) if members else None
     unknown = bool(members) and members[0].match == "unknown"
-    in_train, labels, how = [], [], []
+    seen = training_elements(model) if len(ok) else None
+    unseen_per_row = [_unseen_elements(f, seen) for f in ok["formula"]]
+    in_train, labels, how, unseen = [], [], [], []
     # predict_table's layout: target-major, then sub-targets, then the ok rows in table order
     for target in model.manifest["targets"]:
         column = target.get("column", "")
@@ -235,11 +262,14 @@ def _with_membership(model, table, structure_of) -> pd.DataFrame:
                 in_train.append(None if unknown else m.row is not None)
                 labels.append(_label(values[m.row], j) if (m.row is not None and values is not None) else math.nan)
                 how.append(m.match)
+            unseen.extend(unseen_per_row)
     if len(in_train) != len(rows):  # pragma: no cover - guards the layout assumption above
         raise RuntimeError("prediction rows do not line up with the featurized structures")
     rows["in_training_data"] = pd.Series(in_train, index=rows.index, dtype=object if unknown else bool)
     rows["training_label"] = pd.Series(labels, index=rows.index, dtype=float)
     rows["training_match"] = pd.Series(how, index=rows.index, dtype=object)
+    rows["unseen_elements"] = pd.Series(unseen, index=rows.index, dtype=object)
+    rows["in_domain"] = rows["in_domain"].astype(bool) & rows["unseen_elements"].eq("")
     return rows
 
 
@@ -308,6 +338,13 @@ def _train_cell(in_training, label: float) -> str:
     return f"yes (label {label:.4g})" if math.isfinite(label) else "yes"
 
 
+def _domain_cell(row) -> str:
+    unseen = getattr(row, "unseen_elements", "") or ""
+    if unseen:
+        return f"NO (element never in training data: {unseen})"
+    return "yes" if row.in_domain else "NO (far from training data)"
+
+
 def prediction_table_text(rows: pd.DataFrame) -> str:
     """Fixed-width text table: source, formula, target, value, interval, unit, domain flag and whether
     the structure is in the training data (with its training label)."""
@@ -315,7 +352,7 @@ def prediction_table_text(rows: pd.DataFrame) -> str:
     body = [[str(r.source), str(r.formula), str(r.target), f"{r.value:.4g}",
              (f"[{r.lower:.4g}, {r.upper:.4g}] ({r.coverage:.0%})" if getattr(r, "interval_ok", True)
               else "none: farther from the training data than any calibration row"), str(r.unit),
-             "yes" if r.in_domain else "NO (far from training data)",
+             _domain_cell(r),
              _train_cell(getattr(r, "in_training_data", None), float(getattr(r, "training_label", math.nan)))]
             for r in rows.itertuples()]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]

@@ -241,7 +241,7 @@ def predict_structure(structure: Structure, model: str, *, source: str = "struct
     if rows.empty:
         raise ItemFailed("predict", source, f"{model}: no prediction (featurization failed)")
     keep = ["target", "value", "unit", "lower", "upper", "coverage", "std", "in_domain",
-            "distance", "interval_ok", "in_training_data", "training_label"]
+            "distance", "interval_ok", "in_training_data", "training_label", "unseen_elements"]
     out = []
     for row in rows.to_dict("records"):
         item = {k: _plain(row.get(k)) for k in keep}

@@ -33,6 +33,15 @@ __all__ = ["render_pipeline_report"]
 BAND_Z = 1.959964  # half-width of the central 95 % band of a normal distribution
 
 
+def _applicability(in_domain, unseen_elements) -> str:
+    """One cell: in domain, out of domain (with the elements the model never saw), or unknown."""
+    if isinstance(unseen_elements, str) and unseen_elements:
+        return f"OUT OF DOMAIN (element never in training data: {unseen_elements})"
+    if in_domain is None or (isinstance(in_domain, float) and np.isnan(in_domain)):
+        return "unknown"
+    return "in domain" if in_domain else "OUT OF DOMAIN"
+
+
 def _read(run_dir: Path, name: str) -> pd.DataFrame:
     path = run_dir / f"{name}.parquet"
     return pd.read_parquet(path) if path.is_file() else pd.DataFrame()
@@ -70,8 +79,10 @@ def _prediction_table(predictions: pd.DataFrame, candidates: pd.DataFrame) -> Ma
                      "calibrated distances" for lo, hi in zip(predictions["lower"].astype(float),
                                                             predictions["upper"].astype(float), strict=True)],
         "coverage": predictions["coverage"].astype(float),
-        "applicability": ["unknown" if d is None or (isinstance(d, float) and np.isnan(d))
-                          else ("in domain" if d else "OUT OF DOMAIN") for d in predictions["in_domain"]],
+        "applicability": [_applicability(d, u) for d, u in zip(
+            predictions["in_domain"],
+            predictions["unseen_elements"] if "unseen_elements" in predictions else [None] * len(predictions),
+            strict=True)],
         "distance": predictions["distance"].astype(float),
         "in training data": ["yes" if t is True else ("no" if t is False else "unknown")
                              for t in predictions["in_training_data"]],

@@ -200,3 +200,32 @@ def test_table_says_when_no_interval_can_be_given():
     assert "[19, 21] (90%)" in lines[2]
     assert "none: farther from the training data than any calibration row" in lines[3]
     assert "nan" not in lines[3]
+
+
+def test_an_element_never_in_training_makes_a_row_out_of_domain(alexandria):
+    """Gd is in none of the Alexandria binaries: GdF made from NaF's cell is flagged, with the element
+    named, whatever its feature distance; NaF itself stays in domain."""
+    from matflow.ml.predict import prediction_table_text, training_elements
+
+    model = load("alexandria_cv300", root=MODELS)
+    seen = training_elements(model)
+    assert {"Na", "F"} <= seen and "Gd" not in seen
+    naf = alexandria.loc["mp-682", "structure"]
+    gdf = naf.copy()
+    gdf.replace_species({"Na": "Gd"})
+    rows, failures = predict_structures(model, [naf, gdf], sources=["naf", "gdf"])
+    assert failures == []
+    by_source = rows.set_index("source")
+    assert by_source.loc["naf", "unseen_elements"] == "" and bool(by_source.loc["naf", "in_domain"])
+    assert by_source.loc["gdf", "unseen_elements"] == "Gd" and not bool(by_source.loc["gdf", "in_domain"])
+    text = prediction_table_text(rows)
+    assert "NO (element never in training data: Gd)" in text
+
+
+def test_report_cell_names_the_elements_a_model_never_saw():
+    from matflow.reports.pipeline import _applicability
+
+    assert _applicability(False, "Gd") == "OUT OF DOMAIN (element never in training data: Gd)"
+    assert _applicability(True, "") == "in domain"
+    assert _applicability(False, None) == "OUT OF DOMAIN"
+    assert _applicability(float("nan"), None) == "unknown"
