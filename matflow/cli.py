@@ -296,7 +296,10 @@ def _emit_predictions(loaded, compute: Callable[[], tuple], fmt: str, output: Pa
     if fmt == "json":
         import json
 
-        text = json.dumps(rows.to_dict(orient="records"), indent=1)
+        # NaN (no interval) or inf becomes null: strict JSON readers (jq, browsers) reject them
+        records = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+                   for r in rows.to_dict(orient="records")]
+        text = json.dumps(records, indent=1, allow_nan=False, default=str)
     elif fmt == "csv":
         text = rows.to_csv(index=False)
     else:

@@ -143,3 +143,23 @@ def test_predict_svib_structures_keeps_the_batch_going(registry):
                                                   temperatures_K=[305.0, 600.0])
     assert list(rows["source"]) == ["good", "good"] and list(dos) == ["good"]
     assert [f.source for f in failures] == ["bad"]
+
+
+def test_shipped_svib_flags_an_element_it_never_saw(monkeypatch, tmp_path):
+    """Gd is in neither Alexandria nor matbench_phonons: the row is out of domain, the table says why."""
+    from matflow.datasets import load_vib_thermo_fixture
+
+    monkeypatch.setenv("MATFLOW_MODELS_DIR", str(PROJECT_ROOT / "models"))
+    structure = load_vib_thermo_fixture().set_index("mp_id").loc["mp-988", "structure"].copy()
+    structure.replace_species({"Si": "Gd"})
+    cif = tmp_path / "gd3n4.cif"
+    structure.to(filename=str(cif))
+    res = runner.invoke(app, ["predict", "svib", str(cif), "--format", "json"])
+    assert res.exit_code == EXIT_OK, res.output
+    (rec,) = json.loads(res.stdout)
+    assert rec["in_domain"] is False and rec["unseen_elements"] == "Gd"
+    assert all(rec[k] is None for k in ("S_lower", "S_upper", "Cv_lower", "Cv_upper"))  # strict JSON null
+    assert 0 < rec["S_J_per_K_mol_atom"] < 40
+    table = runner.invoke(app, ["predict", "svib", str(cif)])
+    assert table.exit_code == EXIT_OK, table.output
+    assert "OUT (element never in training data: Gd)" in table.stdout

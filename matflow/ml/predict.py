@@ -213,24 +213,30 @@ def _memberships(model, table: pd.DataFrame, structure_of: Callable[[str, str], 
     return out
 
 
+def dataset_elements(dataset: str, n_rows: int | None = None) -> set[str] | None:
+    """Elements present in the first ``n_rows`` (default: all) rows of a bundled dataset; None when
+    the dataset is not bundled."""
+    train = training_set(dataset)
+    if train is None:
+        return None
+    seen: set[str] = set()
+    for item in train.structures[: len(train.hashes) if n_rows is None else n_rows]:
+        for species in set(item["species"]):  # "Si", "O2-" or "Fe:0.5, Ni:0.5"
+            seen.update(_SYMBOL.findall(species))
+    return seen
+
+
 def training_elements(model) -> set[str] | None:
     """Elements present in the rows ``model`` was trained on; None when its dataset is not bundled.
 
     A structure with an element the model never saw is extrapolation whatever its feature distance:
     element-statistics features of a new element can sit close to known ones (holding out every
     oxide of Alexandria leaves its rows near the others in feature space)."""
-    train = training_set(model.manifest["training_data"]["dataset"])
-    if train is None:
-        return None
-    limit = min(int(model.manifest["training_data"].get("n_rows") or len(train.hashes)), len(train.hashes))
-    seen: set[str] = set()
-    for item in train.structures[:limit]:
-        for species in set(item["species"]):  # "Si", "O2-" or "Fe:0.5, Ni:0.5"
-            seen.update(_SYMBOL.findall(species))
-    return seen
+    data = model.manifest["training_data"]
+    return dataset_elements(data["dataset"], int(data["n_rows"]) if data.get("n_rows") else None)
 
 
-def _unseen_elements(formula: str, seen: set[str] | None) -> str:
+def unseen_elements(formula: str, seen: set[str] | None) -> str:
     """Comma-separated elements of ``formula`` outside ``seen`` ("" when none or unknown)."""
     if seen is None:
         return ""
@@ -251,7 +257,7 @@ def _with_membership(model, table, structure_of) -> pd.DataFrame:
     train = training_set(model.manifest["training_data"]["dataset"]) if members else None
     unknown = bool(members) and members[0].match == "unknown"
     seen = training_elements(model) if len(ok) else None
-    unseen_per_row = [_unseen_elements(f, seen) for f in ok["formula"]]
+    unseen_per_row = [unseen_elements(f, seen) for f in ok["formula"]]
     in_train, labels, how, unseen = [], [], [], []
     # predict_table's layout: target-major, then sub-targets, then the ok rows in table order
     for target in model.manifest["targets"]:

@@ -39,6 +39,8 @@ __all__ = ["SvibData", "load_potential_labels", "assemble_training_data", "bench
 
 PRESET = "structure"
 SVIB_T_K = 305.0
+SVIB_TRAINING_DATASETS: tuple[str, ...] = ("matbench_phonons", "alexandria_cv300")
+"""The DFT datasets whose rows the svib mixture trains on (the DFPT fixture is its test set)."""
 MEV_PER_J = 1000.0 / 96485.33212  # J K⁻¹ mol⁻¹ -> meV K⁻¹ per atom (divide by the Faraday constant)
 WEIGHTS_FILE, MANIFEST_FILE, CARD_FILE = "weights.safetensors", "manifest.json", "README.md"
 
@@ -319,10 +321,18 @@ def _predict_table(model, table, temperatures_K: Sequence[float]) -> tuple[pd.Da
     est = model.estimator
     pred = est.predict_thermo(X, temperatures_K)
     dos = pred.dos
+    from matflow.ml.predict import unseen_elements
+
+    seen = training_elements(model)
     out = []
     for i, (source, formula) in enumerate(zip(ok["source"], ok["formula"], strict=True)):
-        domain = {"in_domain": None if pred.in_domain is None else bool(pred.in_domain[i]),
+        unseen = unseen_elements(formula, seen)
+        in_domain = None if pred.in_domain is None else bool(pred.in_domain[i])
+        domain = {"in_domain": False if unseen else in_domain, "unseen_elements": unseen,
                   "ad_distance": np.nan if pred.ad_distance is None else float(pred.ad_distance[i])}
+        if unseen:  # the interval was calibrated on rows whose elements it knows
+            for name in ("S_lower", "S_upper", "Cv_lower", "Cv_upper"):
+                getattr(pred, name)[i] = np.nan
         for j, T in enumerate(pred.temperatures_K):
             out.append({"source": source, "formula": formula, "T_K": float(T),
                         "S_J_per_K_mol_atom": pred.S[i, j], "S_lower": pred.S_lower[i, j], "S_upper": pred.S_upper[i, j],
@@ -394,13 +404,25 @@ def write_dos_files(dos: dict[str, np.ndarray], folder: str | os.PathLike) -> li
     return written
 
 
+def training_elements(model) -> set[str] | None:
+    """Elements of the DFT datasets the mixture was trained on (their union), None if unknown."""
+    from matflow.ml.predict import dataset_elements
+
+    if model.manifest.get("training_data", {}).get("dataset") != "svib_mixture":
+        return None
+    parts = [dataset_elements(d) for d in SVIB_TRAINING_DATASETS]
+    return None if any(p is None for p in parts) else set().union(*parts)
+
+
 def svib_table_text(rows: pd.DataFrame, model) -> str:
     """The human-readable table of ``matflow predict svib``: S per atom in both units with
     intervals, Cv and F, one line per structure and temperature, and where the limits are written."""
     def interval(lo: float, hi: float, digits: int) -> str:
         return f"[{lo:.{digits}f}, {hi:.{digits}f}]" if np.isfinite(lo) and np.isfinite(hi) else "none"
 
-    def domain(flag) -> str:
+    def domain(flag, unseen) -> str:
+        if isinstance(unseen, str) and unseen:
+            return f"OUT (element never in training data: {unseen})"
         return "unknown" if flag is None or (isinstance(flag, float) and np.isnan(flag)) else (
             "in" if flag else "OUT")
 
@@ -409,12 +431,13 @@ def svib_table_text(rows: pd.DataFrame, model) -> str:
     body = [[str(r.source), str(r.formula), f"{r.T_K:g}", f"{r.S_J_per_K_mol_atom:.2f}",
              interval(r.S_lower, r.S_upper, 2), f"{r.S_meV_per_K_atom:.4f}",
              interval(r.S_lower_meV, r.S_upper_meV, 4), f"{r.Cv_J_per_K_mol_atom:.2f}",
-             f"{r.F_kJ_per_mol_atom:.3f}", domain(r.in_domain)] for r in rows.itertuples()]
+             f"{r.F_kJ_per_mol_atom:.3f}", domain(r.in_domain, getattr(r, "unseen_elements", ""))]
+            for r in rows.itertuples()]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [head, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append(f"intervals: {rows['coverage'].iloc[0]:.0%} conformal, calibrated on the potential's S(T) and "
                  "Cv(T) of the training rows (5-800 K; none outside); domain OUT: farther from the training "
-                 "rows than 95 % of them are from each other, no interval given; unknown: the model was saved "
+                 "rows than 95 % of them are from each other, or an element no training row has, no interval given; unknown: the model was saved "
                  f"without a domain; labels and limits: models/{model.name}/{model.version}/README.md")
     return "\n".join(lines)
