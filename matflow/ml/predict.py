@@ -275,7 +275,11 @@ def _with_membership(model, table, structure_of) -> pd.DataFrame:
     rows["training_label"] = pd.Series(labels, index=rows.index, dtype=float)
     rows["training_match"] = pd.Series(how, index=rows.index, dtype=object)
     rows["unseen_elements"] = pd.Series(unseen, index=rows.index, dtype=object)
-    rows["in_domain"] = rows["in_domain"].astype(bool) & rows["unseen_elements"].eq("")
+    known = rows["unseen_elements"].eq("")
+    rows["in_domain"] = rows["in_domain"].astype(bool) & known
+    # the interval was calibrated on rows made of known elements: none is honest for a new one
+    rows["interval_ok"] = rows["interval_ok"].astype(bool) & known
+    rows.loc[~known, ["lower", "upper"]] = np.nan
     return rows
 
 
@@ -351,13 +355,20 @@ def _domain_cell(row) -> str:
     return "yes" if row.in_domain else "NO (far from training data)"
 
 
+def _interval_cell(row) -> str:
+    if getattr(row, "interval_ok", True):
+        return f"[{row.lower:.4g}, {row.upper:.4g}] ({row.coverage:.0%})"
+    if getattr(row, "unseen_elements", ""):
+        return "none: element never in training data"
+    return "none: farther from the training data than any calibration row"
+
+
 def prediction_table_text(rows: pd.DataFrame) -> str:
     """Fixed-width text table: source, formula, target, value, interval, unit, domain flag and whether
     the structure is in the training data (with its training label)."""
     header = ["source", "formula", "target", "value", "interval", "unit", "in_domain", "train"]
     body = [[str(r.source), str(r.formula), str(r.target), f"{r.value:.4g}",
-             (f"[{r.lower:.4g}, {r.upper:.4g}] ({r.coverage:.0%})" if getattr(r, "interval_ok", True)
-              else "none: farther from the training data than any calibration row"), str(r.unit),
+             _interval_cell(r), str(r.unit),
              _domain_cell(r),
              _train_cell(getattr(r, "in_training_data", None), float(getattr(r, "training_label", math.nan)))]
             for r in rows.itertuples()]

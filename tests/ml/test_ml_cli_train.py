@@ -67,22 +67,43 @@ def test_unknown_dataset_and_target_are_refused():
 
 
 def test_predict_cli_on_good_input_all_formats(use_models, tmp_path):
-    cif = str(DATA / "good" / "NaCl.cif")
-    res = runner.invoke(app, ["predict", "cv_tiny", cif])
+    from matflow.datasets import load_alexandria_cv300
+
+    # two of the 40 training rows, so that every element is known to the model and intervals print
+    first = load_alexandria_cv300().head(2)
+    files = []
+    for i, structure in enumerate(first["structure"]):
+        files.append(str(tmp_path / f"train{i}.cif"))
+        structure.to(filename=files[-1])
+    res = runner.invoke(app, ["predict", "cv_tiny", files[0]])
     assert res.exit_code == EXIT_OK, res.output
-    assert "NaCl" in res.stdout and "J K^-1 mol^-1" in res.stdout and "(90%)" in res.stdout
+    formula = first["structure"].iloc[0].composition.reduced_formula
+    assert formula in res.stdout and "J K^-1 mol^-1" in res.stdout and "(90%)" in res.stdout
     out = tmp_path / "p.json"
-    res = runner.invoke(app, ["predict", "cv_tiny@v1", cif, str(DATA / "good" / "POSCAR_Si"), "--format", "json",
-                              "-o", str(out)])
+    res = runner.invoke(app, ["predict", "cv_tiny@v1", *files, "--format", "json", "-o", str(out)])
     assert res.exit_code == EXIT_OK, res.output
     records = json.loads(out.read_text())
     assert len(records) == 2
     for r in records:
         assert r["lower"] <= r["value"] <= r["upper"] and r["model"] == "cv_tiny@v1"
         assert isinstance(r["in_domain"], bool) and r["unit"].startswith("J")
-    res = runner.invoke(app, ["predict", "cv_tiny", cif, "--format", "csv"])
+    res = runner.invoke(app, ["predict", "cv_tiny", files[0], "--format", "csv"])
     frame = pd.read_csv(pd.io.common.StringIO(res.stdout))
     assert list(frame.columns[:4]) == ["model", "source", "formula", "target"]
+
+
+def test_predict_cli_gives_no_interval_for_an_element_the_model_never_saw(use_models, tmp_path):
+    from matflow.ml.predict import training_elements
+
+    seen = training_elements(load("cv_tiny"))
+    assert "Na" not in seen and "Cl" in seen  # the bundled data's first 40 rows
+    res = runner.invoke(app, ["predict", "cv_tiny", str(DATA / "good" / "NaCl.cif"), "--format", "json"])
+    assert res.exit_code == EXIT_OK, res.output
+    (record,) = json.loads(res.stdout)
+    assert record["lower"] is None and record["upper"] is None and record["in_domain"] is False
+    assert "Na" in record["unseen_elements"].split(",")
+    table = runner.invoke(app, ["predict", "cv_tiny", str(DATA / "good" / "NaCl.cif")])
+    assert "none: element never in training data" in table.stdout
 
 
 def test_predict_cli_on_bad_inputs_continues_the_batch(use_models, tmp_path):

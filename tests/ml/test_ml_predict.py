@@ -218,8 +218,10 @@ def test_an_element_never_in_training_makes_a_row_out_of_domain(alexandria):
     by_source = rows.set_index("source")
     assert by_source.loc["naf", "unseen_elements"] == "" and bool(by_source.loc["naf", "in_domain"])
     assert by_source.loc["gdf", "unseen_elements"] == "Gd" and not bool(by_source.loc["gdf", "in_domain"])
+    assert not bool(by_source.loc["gdf", "interval_ok"]) and math.isnan(by_source.loc["gdf", "lower"])
+    assert bool(by_source.loc["naf", "interval_ok"]) and by_source.loc["naf", "lower"] < by_source.loc["naf", "upper"]
     text = prediction_table_text(rows)
-    assert "NO (element never in training data: Gd)" in text
+    assert "NO (element never in training data: Gd)" in text and "none: element never in training data" in text
 
 
 def test_report_cell_names_the_elements_a_model_never_saw():
