@@ -263,6 +263,7 @@ def _predict_dos(registered, structure: Structure, source: str) -> list[dict]:
     common = {"coverage": _plain(row["coverage"]), "std": None, "in_domain": _plain(row.get("in_domain")),
               "distance": _plain(row.get("ad_distance")),
               "interval_ok": None, "in_training_data": None, "training_label": None,
+              "unseen_elements": _plain(row.get("unseen_elements", "")),
               "model": registered.name, "model_version": registered.version}
     return [{"target": f"S_vib_{SVIB_T_K:g}K", "value": _plain(row["S_J_per_K_mol_atom"]),
              "unit": "J/K/mol-atom", "lower": _plain(row["S_lower"]), "upper": _plain(row["S_upper"]), **common},
