@@ -242,9 +242,10 @@ def main(argv=None) -> dict:
                                 ranking=None if rank_fcc is None else rank_fcc[fb]),
         }
 
+    p_ss_without = single_phase_probability(fused4)
+    p_fcc_without = fcc_probability(fused4)
     methods: dict[str, Any] = {
-        "fusion_without_energetics": both(single_phase_probability(fused4),
-                                          fcc_probability(fused4)),
+        "fusion_without_energetics": both(p_ss_without, p_fcc_without),
         "fusion_with_energetics": both(p_ss_combined, p_fcc_combined, decision_combined),
         "energetics_alone": both(single_phase_probability(energetics),
                                  fcc_probability(energetics)),
@@ -256,8 +257,6 @@ def main(argv=None) -> dict:
         if key.startswith("source_"):
             m = others[key][keep]
             methods[f"{key[7:]}_alone"] = both(single_phase_probability(m), fcc_probability(m))
-    p_ss_without = single_phase_probability(fused4)
-    p_fcc_without = fcc_probability(fused4)
     gain = {
         "single_phase": paired_auc_difference(ss_truth, p_ss_combined, p_ss_without, groups),
         "fcc_vs_bcc": paired_auc_difference(fcc_truth, p_fcc_combined[fb], p_fcc_without[fb],

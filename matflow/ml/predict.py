@@ -26,6 +26,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,16 @@ class TrainingSet:
 
     def row_of_mp_id(self) -> dict[str, int]:
         return {m: i for i, m in enumerate(self.mp_ids) if m}
+
+    @cached_property
+    def first_row_of_element(self) -> dict[str, int]:
+        """Each element's first row, so the elements of any leading ``n`` rows come without a scan."""
+        first: dict[str, int] = {}
+        for row, item in enumerate(self.structures):
+            for species in set(item["species"]):  # "Si", "O2-" or "Fe:0.5, Ni:0.5"
+                for element in _SYMBOL.findall(species):
+                    first.setdefault(element, row)
+        return first
 
     def rows_of_formula(self) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}
@@ -219,11 +230,8 @@ def dataset_elements(dataset: str, n_rows: int | None = None) -> set[str] | None
     train = training_set(dataset)
     if train is None:
         return None
-    seen: set[str] = set()
-    for item in train.structures[: len(train.hashes) if n_rows is None else n_rows]:
-        for species in set(item["species"]):  # "Si", "O2-" or "Fe:0.5, Ni:0.5"
-            seen.update(_SYMBOL.findall(species))
-    return seen
+    limit = len(train.hashes) if n_rows is None else n_rows
+    return {element for element, row in train.first_row_of_element.items() if row < limit}
 
 
 def training_elements(model) -> set[str] | None:
@@ -348,17 +356,22 @@ def _train_cell(in_training, label: float) -> str:
     return f"yes (label {label:.4g})" if math.isfinite(label) else "yes"
 
 
+def _unseen(row) -> str:
+    """The row's unseen elements, "" when none or not recorded (older tables, NaN from a file)."""
+    value = getattr(row, "unseen_elements", "")
+    return value if isinstance(value, str) else ""
+
+
 def _domain_cell(row) -> str:
-    unseen = getattr(row, "unseen_elements", "") or ""
-    if unseen:
-        return f"NO (element never in training data: {unseen})"
+    if _unseen(row):
+        return f"NO (element never in training data: {_unseen(row)})"
     return "yes" if row.in_domain else "NO (far from training data)"
 
 
 def _interval_cell(row) -> str:
     if getattr(row, "interval_ok", True):
         return f"[{row.lower:.4g}, {row.upper:.4g}] ({row.coverage:.0%})"
-    if getattr(row, "unseen_elements", ""):
+    if _unseen(row):
         return "none: element never in training data"
     return "none: farther from the training data than any calibration row"
 

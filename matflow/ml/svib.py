@@ -313,6 +313,8 @@ def load_svib(version: str = "latest", root: str | os.PathLike | None = None):
 
 # ---------------------------------------------------------------------- prediction
 def _predict_table(model, table, temperatures_K: Sequence[float]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    from matflow.ml.predict import unseen_elements
+
     ok = table.table[table.table["status"] == "ok"]
     names = model.manifest["featurizer"]["feature_names_in"]
     if ok.empty:
@@ -321,9 +323,7 @@ def _predict_table(model, table, temperatures_K: Sequence[float]) -> tuple[pd.Da
     est = model.estimator
     pred = est.predict_thermo(X, temperatures_K)
     dos = pred.dos
-    from matflow.ml.predict import unseen_elements
-
-    seen = training_elements(model)
+    seen = _mixture_elements(model)
     out = []
     for i, (source, formula) in enumerate(zip(ok["source"], ok["formula"], strict=True)):
         unseen = unseen_elements(formula, seen)
@@ -404,7 +404,7 @@ def write_dos_files(dos: dict[str, np.ndarray], folder: str | os.PathLike) -> li
     return written
 
 
-def training_elements(model) -> set[str] | None:
+def _mixture_elements(model) -> set[str] | None:
     """Elements of the DFT datasets the mixture was trained on (their union), None if unknown."""
     from matflow.ml.predict import dataset_elements
 
