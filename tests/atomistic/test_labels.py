@@ -104,3 +104,13 @@ def test_failure_is_recorded_and_skipped(tmp_path):
     (failed,) = (out / "failed" / "custom").glob("*.json")
     assert json.loads(failed.read_text())["id"] == "bad"
     assert label_dataset({"bad": bad}, "chgnet", out, settings=FAST)["n_skipped_done"] == 1
+
+
+def test_size_order_labels_the_smallest_cells_first(tiny, tmp_path):
+    big_first = {"Si": tiny["Si"], "NaCl": tiny["NaCl"], "Cu": tiny["Cu"]}
+    seen: list[str] = []
+    label_dataset(big_first, "chgnet", tmp_path / "labels", settings=FAST, order="size",
+                  progress=lambda ident, done, total: seen.append(ident))
+    assert seen == ["Cu", "Si", "NaCl"]  # fewest atoms first, dataset order among equal sizes
+    with pytest.raises(LabelRunError, match="order='random'"):
+        label_dataset(big_first, "chgnet", tmp_path / "labels", order="random")
