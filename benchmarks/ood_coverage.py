@@ -11,7 +11,12 @@ interval over-covers), reports 90 % coverage and mean width on
 - a grouped 5-fold split by chemical system (sorted element set): no test system is in training;
 - a grouped 5-fold split by anion (most electronegative element): a whole anion family is unseen;
 
-and, for alexandria_cv300, the DFPT fixture check: trained on every Alexandria row, each of the five
+``after_elements`` is ``after`` as ``matflow predict`` shows it: a test row with an element that no
+training row of its fold has gets no interval (``matflow.ml.predict.unseen_elements``), whatever its
+feature distance; the anion split holds out whole anion families, so there this check answers for the
+distance-based widening.
+
+And, for alexandria_cv300, the DFPT fixture check: trained on every Alexandria row, each of the five
 ``load_vib_thermo_fixture()`` materials' Cv(300 K) with its interval and whether that covers the DFPT
 value. Rows farther from the training data than any calibration row get no interval with the widening
 on; their share is reported and coverage is over the rows that do get one.
@@ -42,6 +47,7 @@ import torch
 from sklearn.model_selection import GroupKFold, KFold
 
 from matflow.ml.estimator import MODNetRegressor
+from matflow.ml.predict import unseen_elements
 from matflow.ml.uncertainty import NO_INTERVAL_NOTE, DistanceWidening
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -74,7 +80,21 @@ def _floorless(est: MODNetRegressor) -> MODNetRegressor:
     return twin
 
 
-VARIANTS = ("before", "after", "after_groups", "after_free", "after_groups_free")
+class _Pooled:
+    def __init__(self, **arrays):
+        self.__dict__.update(arrays)
+
+
+VARIANTS = ("before", "after", "after_groups", "after_free", "after_groups_free", "after_elements")
+
+
+def _withhold_unseen(pred, formulas: np.ndarray, seen: set[str]) -> _Pooled:
+    """``pred`` with no interval for rows that have an element outside ``seen`` (the predict CLI's rule)."""
+    unseen = np.array([bool(unseen_elements(f, seen)) for f in formulas])
+    ok = np.broadcast_to(np.asarray(pred.interval_ok, dtype=bool), np.shape(pred.mean)).copy()
+    ok[unseen] = False
+    return _Pooled(mean=pred.mean, lower=pred.lower, upper=pred.upper, in_domain=pred.in_domain,
+                   interval_ok=ok, n_unseen_element=int(unseen.sum()))
 
 
 def _fit_variants(X: pd.DataFrame, y: np.ndarray, systems: np.ndarray, random_state: int) -> tuple[dict, float]:
@@ -100,16 +120,20 @@ def _metrics(y: np.ndarray, pred) -> dict:
             "coverage_out_of_domain": (float(hit[ok & ~pred.in_domain].mean())
                                        if (ok & ~pred.in_domain).any() else None),
             "n_out_of_domain": int((~pred.in_domain).sum()),
-            "mae": float(np.mean(np.abs(y - pred.mean)))}
+            "mae": float(np.mean(np.abs(y - pred.mean))),
+            **({"n_unseen_element": pred.n_unseen_element} if hasattr(pred, "n_unseen_element") else {})}
 
 
 def run_split(X: pd.DataFrame, y: np.ndarray, systems: np.ndarray, folds: list, name: str, log=print,
-              check_switch: bool = False) -> dict:
+              check_switch: bool = False, formulas: np.ndarray | None = None) -> dict:
     pooled = {v: [] for v in VARIANTS}
     per_fold = []
     for k, (tr, te) in enumerate(folds):
         models, wall = _fit_variants(X.iloc[tr], y[tr], systems[tr], k)
         preds = {v: m.predict_dist(X.iloc[te]) for v, m in models.items()}
+        if formulas is not None:
+            seen = {el for f in formulas[tr] for el in _elements(f)}
+            preds["after_elements"] = _withhold_unseen(preds["after"], formulas[te], seen)
         est = models["after"]
         fold = {"fold": k, "n_train": len(tr), "n_test": len(te), "fit_wall_s": round(wall, 1),
                 "widening_max_distance": float(est.widening_.max_distance) if est.widening_ else None}
@@ -126,20 +150,27 @@ def run_split(X: pd.DataFrame, y: np.ndarray, systems: np.ndarray, folds: list, 
             f"after {fold['after']['coverage']:.3f} ({fold['after']['n_with_interval']}/{len(te)} with interval), "
             f"width {fold['before']['mean_width']:.3f} -> {fold['after']['mean_width']:.3f}; "
             f"with chemical-system groups {fold['after_groups']['coverage']:.3f}; without the floor "
-            f"{fold['after_free']['coverage']:.3f} / {fold['after_groups_free']['coverage']:.3f} ({wall:.0f} s)")
+            f"{fold['after_free']['coverage']:.3f} / {fold['after_groups_free']['coverage']:.3f}; "
+            f"element check {_fmt(fold.get('after_elements', {}).get('coverage'))} "
+            f"({fold.get('after_elements', {}).get('n_with_interval', '-')}/{len(te)} with interval) ({wall:.0f} s)")
         per_fold.append(fold)
     out = {"folds": per_fold}
     for variant, parts in pooled.items():
+        if not parts:
+            continue
         yy = np.concatenate([p[0] for p in parts])
         cat = {f: np.concatenate([np.broadcast_to(np.asarray(getattr(p[1], f)), p[0].shape) for p in parts])
                for f in ("mean", "lower", "upper", "in_domain", "interval_ok")}
+        if variant == "after_elements":
+            cat["n_unseen_element"] = int(sum(p[1].n_unseen_element for p in parts))
         out[variant] = _metrics(yy, _Pooled(**cat))
     return out
 
 
-class _Pooled:
-    def __init__(self, **arrays):
-        self.__dict__.update(arrays)
+def _elements(formula: str) -> list[str]:
+    from pymatgen.core import Composition
+
+    return [el.symbol for el in Composition(formula).elements]
 
 
 def fixture_check(X: pd.DataFrame, y: np.ndarray, systems: np.ndarray, names: list[str], log=print) -> dict:
@@ -244,6 +275,7 @@ def main(argv=None) -> dict:
     structures = loader()["structure"].iloc[data.row_index]
     labels = {"chemical_system": np.array([chemical_system(s) for s in structures]),
               "anion": np.array([anion(s) for s in structures])}
+    formulas = np.array([s.composition.formula for s in structures])
     t_feat = time.perf_counter() - t_start
     print(f"{dataset}: {X.shape[0]} rows, {X.shape[1]} features ({t_feat:.0f} s to load/featurize)")
     result = {"dataset": dataset, "preset": PRESET, "n_rows": int(len(X)), "nominal_coverage": 0.9,
@@ -256,7 +288,7 @@ def main(argv=None) -> dict:
             folds = list(GroupKFold(5).split(X, groups=labels[split]))
         t0 = time.perf_counter()
         result["splits"][split] = run_split(X, y, labels["chemical_system"], folds, split,
-                                            check_switch=split == "random")
+                                            check_switch=split == "random", formulas=formulas)
         result["splits"][split]["wall_s"] = round(time.perf_counter() - t0, 1)
         if split != "random":
             result["splits"][split]["n_groups"] = int(len(np.unique(labels[split])))
