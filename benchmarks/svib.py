@@ -1,6 +1,7 @@
 """Benchmark the phonon-DOS head against DFT; writes benchmarks/results/svib.json and prints a table.
 
   python benchmarks/svib.py                 # 5 outer folds (about 20-30 min on one shared core)
+  python benchmarks/svib.py --jobs 2        # the same folds two at a time (same figures: seeds are per fold)
   python benchmarks/svib.py --folds 0 --members 1 --epochs 20 --out /tmp/svib_quick.json   # smoke run
   python benchmarks/svib.py --ship          # then fit on all fixture-free rows and write models/svib/<version>
   python benchmarks/svib.py --bins 0.2 0.5 1.0   # output-bin ablation on fold 0 -> results/svib_bins.json
@@ -206,39 +207,69 @@ def _anchors() -> dict:
     return out
 
 
+def _run_fold(args, k: int, data: SvibData) -> tuple[dict, np.ndarray, np.ndarray]:
+    """One outer fold: the inner weight choice, the joint model, its DFT scores, the fixture DOS, and the
+    single-target baselines when asked; also the predicted DOS of 50 held-out rows for the consistency check."""
+    params = _fold_params(args)
+    fx_rows = np.flatnonzero(data.rows["dataset"].eq("vib_thermo_fixture").to_numpy())
+    t0 = time.perf_counter()
+    train, test = benchmark_split(data, k)
+    choice = (_inner_choice(data, train, params | {"epochs": min(args.epochs, args.inner_epochs)}, args.weights,
+                            args.seed + k) if len(args.weights) > 1 else {"chosen": args.weights[0]})
+    est = _fit(data, train, params | {"potential_weight": choice["chosen"]})
+    record = {"fold": k, "n_train": int(train.size), "n_train_potential_dos": int(est.label_counts_["dos_pot"]),
+              "potential_weight": choice, "joint": _dft_scores(est, data, np.concatenate(list(test.values()))),
+              "members_best_epoch": [i["best_epoch"] for i in est.train_info_]}
+    fixture_dos = est.predict_dos(data.X.iloc[fx_rows].to_numpy())
+    test_dos = est.predict_dos(data.X.iloc[test["alexandria_cv300"][:50]].to_numpy())
+    record["fixture_this_fold"] = {k2: v for k2, v in _fixture_scores(fixture_dos, _fixture_truth(data)).items()
+                                   if k2 != "per_material"}
+    if k in args.single_folds:
+        single = {}
+        for name, term, rows in (("cv300_only", "cv300", test["alexandria_cv300"]),
+                                 ("peak_only", "peak_THz", test["matbench_phonons"])):
+            tr = train[np.isfinite(data.targets[term][train])]
+            s_est = _fit(data, tr, params, terms=(term,))
+            single[name] = _dft_scores(s_est, data, rows) | {"n_train": int(tr.size)}
+        record["single_target"] = single
+    record["wall_s"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps({"fold": k, "joint": record["joint"], "single": record.get("single_target"),
+                      "w": choice["chosen"], "fixture": record["fixture_this_fold"], "wall_s": record["wall_s"]}),
+          flush=True)
+    return record, fixture_dos, test_dos
+
+
+def _fold_params(args) -> dict:
+    return {"n_estimators": args.members, "epochs": args.epochs, "patience": args.patience, "n_threads": 1,
+            "random_state": args.seed, "lr": args.lr}
+
+
 def run(args) -> dict:
+    """The outer folds (``--jobs`` > 1: that many at once, one process each, one torch thread per
+    process; each fold's seeds are its own, so the figures do not depend on the number of jobs)."""
     t_start = time.perf_counter()
     data = assemble_training_data()
     truth = _fixture_truth(data)
-    params = {"n_estimators": args.members, "epochs": args.epochs, "patience": args.patience, "n_threads": 1,
-              "random_state": args.seed, "lr": args.lr}
-    folds, fixture_dos, all_test_dos = [], [], []
-    fx_rows = np.flatnonzero(data.rows["dataset"].eq("vib_thermo_fixture").to_numpy())
-    for k in args.folds:
-        t0 = time.perf_counter()
-        train, test = benchmark_split(data, k)
-        choice = (_inner_choice(data, train, params | {"epochs": min(args.epochs, args.inner_epochs)}, args.weights,
-                                args.seed + k) if len(args.weights) > 1 else {"chosen": args.weights[0]})
-        est = _fit(data, train, params | {"potential_weight": choice["chosen"]})
-        record = {"fold": k, "n_train": int(train.size), "n_train_potential_dos": int(est.label_counts_["dos_pot"]),
-                  "potential_weight": choice, "joint": _dft_scores(est, data, np.concatenate(list(test.values()))),
-                  "members_best_epoch": [i["best_epoch"] for i in est.train_info_]}
-        fixture_dos.append(est.predict_dos(data.X.iloc[fx_rows].to_numpy()))
-        all_test_dos.append(est.predict_dos(data.X.iloc[test["alexandria_cv300"][:50]].to_numpy()))
-        record["fixture_this_fold"] = {k2: v for k2, v in _fixture_scores(fixture_dos[-1], truth).items() if k2 != "per_material"}
-        if k in args.single_folds:
-            single = {}
-            for name, term, rows in (("cv300_only", "cv300", test["alexandria_cv300"]),
-                                     ("peak_only", "peak_THz", test["matbench_phonons"])):
-                tr = train[np.isfinite(data.targets[term][train])]
-                s_est = _fit(data, tr, params, terms=(term,))
-                single[name] = _dft_scores(s_est, data, rows) | {"n_train": int(tr.size)}
-            record["single_target"] = single
-        record["wall_s"] = round(time.perf_counter() - t0, 1)
-        folds.append(record)
-        print(json.dumps({"fold": k, "joint": record["joint"], "single": record.get("single_target"),
-                          "w": choice["chosen"], "fixture": record["fixture_this_fold"], "wall_s": record["wall_s"]}),
-              flush=True)
+    direct = None
+    if args.jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            # the data go to each job as assembled here, so a labelling run writing rows meanwhile
+            # cannot give the folds different snapshots
+            pending = [pool.submit(_run_fold, args, k, data) for k in args.folds]
+            direct_future = (None if args.no_direct else
+                             pool.submit(_direct_potential_baseline, data, truth, args.seed))
+            outputs = [f.result() for f in pending]
+            direct = direct_future.result() if direct_future is not None else None
+    else:
+        outputs = [_run_fold(args, k, data) for k in args.folds]
+        if not args.no_direct:
+            direct = _direct_potential_baseline(data, truth, args.seed)
+    folds = [o[0] for o in outputs]
+    fixture_dos = [o[1] for o in outputs]
+    all_test_dos = [o[2] for o in outputs]
     fixture = _fixture_scores(np.mean(fixture_dos, axis=0), truth)
     summary = {
         "alexandria_cv300_mae": float(np.mean([f["joint"]["cv300"]["mae"] for f in folds])),
@@ -283,8 +314,9 @@ def run(args) -> dict:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "note": "2 CPU cores shared with a phonon-labelling run and other jobs; 1 torch thread"},
     }
-    if not args.no_direct:
-        result["direct_potential_baseline"] = _direct_potential_baseline(data, truth, args.seed)
+    if direct is not None:
+        result["direct_potential_baseline"] = direct
+    result["settings"]["jobs"] = args.jobs
     result["wall_s"] = round(time.perf_counter() - t_start, 1)
     return result
 
@@ -427,6 +459,7 @@ def main() -> None:
                     help="potential_weight grid for the inner split (0 is left out by design: without the "
                          "potential's DOS nothing shapes the DOS below its top)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=1, help="outer folds fitted at once, one process each")
     ap.add_argument("--single-folds", type=int, nargs="*", default=[0],
                     help="outer folds on which the single-target baselines are trained too")
     ap.add_argument("--no-direct", action="store_true", help="skip the direct S(T)/Cv(T) regression baseline")
