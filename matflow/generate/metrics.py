@@ -224,13 +224,33 @@ def novelty(structures: list[Structure], training: list[Structure]) -> float:
     return novel / len(structures)
 
 
+def composition_scale(compositions: list[Composition]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the Magpie fingerprints of ``compositions``, for standardising
+    composition fingerprints before the coverage cutoff (constant features get a scale of 1)."""
+    scaling = composition_fingerprints(compositions)
+    mean = np.nanmean(scaling, axis=0)
+    std = np.nanstd(scaling, axis=0)
+    std[~np.isfinite(std) | (std < 1e-8)] = 1.0
+    mean[~np.isfinite(mean)] = 0.0
+    return mean, std
+
+
 def generation_metrics(generated: list[Structure], reference: list[Structure], *,
-                       dataset: str = "perov_5", training: list[Structure] | None = None
+                       dataset: str = "perov_5", training: list[Structure] | None = None,
+                       scale: tuple[np.ndarray, np.ndarray] | None = None,
+                       reference_fingerprints: tuple[np.ndarray, np.ndarray] | None = None,
+                       other_scales: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
                        ) -> dict[str, Any]:
     """Validity, coverage, property EMDs, uniqueness and novelty of generated crystals.
 
-    Composition fingerprints are standardised with the mean and standard deviation of the
-    training set when given, else of the reference set. For single-element datasets
+    Composition fingerprints are standardised with ``scale`` (mean, std; see ``composition_scale``)
+    when given, else with the mean and standard deviation of the training set when given, else of
+    the reference set. The scale sets how strict the composition cutoff is: a training set of one
+    structure family (Perov-5's ABX3) spreads each Magpie feature less than a broad set of
+    inorganic crystals, so the same cutoff admits fewer neighbours. ``reference_fingerprints``
+    (structure, raw composition) skips recomputing the reference set's fingerprints when several
+    generated sets are scored against it; ``other_scales`` (name -> (mean, std)) adds the coverage
+    under each of those scales as ``coverage_by_scale[name]``. For single-element datasets
     (`SINGLE_ELEMENT_DATASETS`, e.g. Carbon-24) only structural metrics are returned, as in the
     paper: validity is structural validity and coverage uses the structure fingerprints alone.
     """
@@ -252,20 +272,22 @@ def generation_metrics(generated: list[Structure], reference: list[Structure], *
         "compositional_validity": float(comp_valid.mean()),
         "validity": float(valid.mean()),
     }
-    scaling_set = training if training else reference
-    scaling = composition_fingerprints([s.composition for s in scaling_set])
-    mean = np.nanmean(scaling, axis=0)
-    std = np.nanstd(scaling, axis=0)
-    std[~np.isfinite(std) | (std < 1e-8)] = 1.0
-    mean[~np.isfinite(mean)] = 0.0
+    if scale is None:
+        scale = composition_scale([s.composition for s in (training if training else reference)])
+    mean, std = scale
     if valid_structures:
         gen_struct = structure_fingerprints(valid_structures)
-        gen_comp = (composition_fingerprints([s.composition for s in valid_structures]) - mean) / std
-        ref_struct = structure_fingerprints(reference)
-        ref_comp = (composition_fingerprints([s.composition for s in reference]) - mean) / std
-        result.update(coverage(gen_struct, gen_comp, ref_struct, ref_comp,
+        gen_raw = composition_fingerprints([s.composition for s in valid_structures])
+        ref_struct, ref_raw = reference_fingerprints or reference_fingerprint_arrays(reference)
+        result.update(coverage(gen_struct, (gen_raw - mean) / std, ref_struct, (ref_raw - mean) / std,
                                structure_cutoff=cutoffs["structure"],
                                composition_cutoff=cutoffs["composition"]))
+        if other_scales:
+            result["coverage_by_scale"] = {
+                name: coverage(gen_struct, (gen_raw - m) / sd, ref_struct, (ref_raw - m) / sd,
+                               structure_cutoff=cutoffs["structure"],
+                               composition_cutoff=cutoffs["composition"])
+                for name, (m, sd) in other_scales.items()}
         result["density_emd"] = float(wasserstein_distance(
             [s.density for s in valid_structures], [s.density for s in reference]))
         result["num_elements_emd"] = float(wasserstein_distance(
@@ -278,6 +300,12 @@ def generation_metrics(generated: list[Structure], reference: list[Structure], *
         result["novelty"] = novelty(generated, training)
     result["coverage_cutoffs"] = cutoffs
     return result
+
+
+def reference_fingerprint_arrays(reference: list[Structure]) -> tuple[np.ndarray, np.ndarray]:
+    """Structure and raw (unscaled) composition fingerprints of a reference set."""
+    return (structure_fingerprints(reference),
+            composition_fingerprints([s.composition for s in reference]))
 
 
 def _structural_generation_metrics(generated: list[Structure], reference: list[Structure],

@@ -6,12 +6,16 @@ from pymatgen.core import Lattice, Structure
 
 from matflow.generate.metrics import (
     CDVAEMetricError,
+    composition_fingerprints,
+    composition_scale,
     compositional_validity,
     coverage,
     generation_metrics,
     novelty,
     reconstruction_metrics,
+    reference_fingerprint_arrays,
     structural_validity,
+    structure_fingerprints,
     uniqueness,
 )
 
@@ -72,3 +76,23 @@ def test_generation_metrics_on_the_reference_itself(perov_set):
     assert result["novelty"] == 0.0
     with pytest.raises(CDVAEMetricError, match="dataset='mp20'"):
         generation_metrics(reference, reference, dataset="mp20")
+
+
+def test_composition_scale_sets_how_strict_the_composition_cutoff_is(perov_set):
+    generated, reference = perov_set.structures[:3], perov_set.structures[3:6]
+    raw = composition_fingerprints([s.composition for s in generated + reference])
+    width = raw.shape[1]
+    loose = (np.zeros(width), np.full(width, 1e9))  # every composition within the cutoff
+    strict = (np.zeros(width), np.full(width, 1e-9))  # only identical compositions within it
+    ref_fps = reference_fingerprint_arrays(reference)
+    result = generation_metrics(generated, reference, dataset="perov_5", scale=loose,
+                                reference_fingerprints=ref_fps, other_scales={"strict": strict})
+    struct_only = coverage(structure_fingerprints(generated), np.zeros((3, 1)),
+                           ref_fps[0], np.zeros((3, 1)), structure_cutoff=0.2, composition_cutoff=4.0)
+    assert result["cov_recall"] == struct_only["cov_recall"]
+    assert result["coverage_by_scale"]["strict"]["cov_recall"] <= result["cov_recall"]
+    assert {s.composition.reduced_formula for s in generated}.isdisjoint(
+        s.composition.reduced_formula for s in reference)  # so no composition lies within the strict cutoff
+    assert result["coverage_by_scale"]["strict"] == {"cov_recall": 0.0, "cov_precision": 0.0}
+    mean, std = composition_scale([s.composition for s in generated])
+    assert mean.shape == std.shape == (width,) and (std > 0).all()
