@@ -312,7 +312,7 @@ def run(args) -> dict:
         "anchors": anchors,
         "notes": NOTES,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "note": "2 CPU cores shared with a phonon-labelling run and other jobs; 1 torch thread"},
+                    "note": "2 CPU cores shared with other jobs; 1 torch thread per process"},
     }
     if direct is not None:
         result["direct_potential_baseline"] = direct
