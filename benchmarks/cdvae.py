@@ -115,18 +115,11 @@ def composition_diagnostic(model, scaler, n: int, n_decode: int, seed: int, n_st
     from pymatgen.core.periodic_table import Element
 
     from matflow.generate.metrics import compositional_validity
-    from matflow.generate.sample import composition_counts, decode
+    from matflow.generate.sample import decode, predicted_counts, predicted_num_atoms
 
     z = torch.randn((n, model.config.latent_dim), generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        logits = model.num_atoms_head(z)
-        logits[:, 0] = -torch.inf
-        atoms = logits.argmax(dim=-1).numpy()
-        probabilities = torch.softmax(model.composition_head(z), dim=-1).numpy()
-    head = []
-    for i in range(n):
-        counts = composition_counts(probabilities[i], int(atoms[i]))
-        head.append(Composition({Element.from_Z(k + 1).symbol: int(c) for k, c in enumerate(counts) if c > 0}))
+    head = [Composition({Element.from_Z(k + 1).symbol: int(c) for k, c in enumerate(counts) if c > 0})
+            for counts in predicted_counts(model, z, predicted_num_atoms(model, z))]
     head_valid = np.array([compositional_validity(c) for c in head])
     decoded = [s.composition for s in decode(model, scaler, z[:n_decode], n_step_each=n_step_each, seed=seed)]
     decoded_valid = np.array([compositional_validity(c) for c in decoded])

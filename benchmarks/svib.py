@@ -207,7 +207,7 @@ def _anchors() -> dict:
     return out
 
 
-def _run_fold(args, k: int, data: SvibData) -> tuple[dict, np.ndarray, np.ndarray]:
+def _run_fold(args, k: int, data: SvibData, truth: dict) -> tuple[dict, np.ndarray, np.ndarray]:
     """One outer fold: the inner weight choice, the joint model, its DFT scores, the fixture DOS, and the
     single-target baselines when asked; also the predicted DOS of 50 held-out rows for the consistency check."""
     params = _fold_params(args)
@@ -222,7 +222,7 @@ def _run_fold(args, k: int, data: SvibData) -> tuple[dict, np.ndarray, np.ndarra
               "members_best_epoch": [i["best_epoch"] for i in est.train_info_]}
     fixture_dos = est.predict_dos(data.X.iloc[fx_rows].to_numpy())
     test_dos = est.predict_dos(data.X.iloc[test["alexandria_cv300"][:50]].to_numpy())
-    record["fixture_this_fold"] = {k2: v for k2, v in _fixture_scores(fixture_dos, _fixture_truth(data)).items()
+    record["fixture_this_fold"] = {k2: v for k2, v in _fixture_scores(fixture_dos, truth).items()
                                    if k2 != "per_material"}
     if k in args.single_folds:
         single = {}
@@ -258,13 +258,13 @@ def run(args) -> dict:
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             # the data go to each job as assembled here, so a labelling run writing rows meanwhile
             # cannot give the folds different snapshots
-            pending = [pool.submit(_run_fold, args, k, data) for k in args.folds]
+            pending = [pool.submit(_run_fold, args, k, data, truth) for k in args.folds]
             direct_future = (None if args.no_direct else
                              pool.submit(_direct_potential_baseline, data, truth, args.seed))
             outputs = [f.result() for f in pending]
             direct = direct_future.result() if direct_future is not None else None
     else:
-        outputs = [_run_fold(args, k, data) for k in args.folds]
+        outputs = [_run_fold(args, k, data, truth) for k in args.folds]
         if not args.no_direct:
             direct = _direct_potential_baseline(data, truth, args.seed)
     folds = [o[0] for o in outputs]

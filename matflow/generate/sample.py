@@ -36,6 +36,22 @@ def composition_counts(probabilities: np.ndarray, num_atoms: int) -> np.ndarray:
     return counts
 
 
+@torch.no_grad()
+def predicted_num_atoms(model: CDVAE, z: torch.Tensor) -> np.ndarray:
+    """Atom count per latent from the number-of-atoms head (at least one atom)."""
+    logits = model.num_atoms_head(z)
+    logits[:, 0] = -torch.inf  # a crystal has at least one atom
+    return logits.argmax(dim=-1).cpu().numpy()
+
+
+@torch.no_grad()
+def predicted_counts(model: CDVAE, z: torch.Tensor, num_atoms: np.ndarray) -> list[np.ndarray]:
+    """Atom count per element (index 0 is Z = 1) per latent, from the composition head's softmax
+    rounded to ``num_atoms`` by largest remainder: the types Langevin dynamics starts from."""
+    probabilities = torch.softmax(model.composition_head(z), dim=-1).cpu().numpy()
+    return [composition_counts(probabilities[i], int(num_atoms[i])) for i in range(len(num_atoms))]
+
+
 def _check_positive_int(name: str, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise CDVAESamplingError(f"{name}={value!r}: must be an integer >= 1")
@@ -86,9 +102,7 @@ def decode(model: CDVAE, scaler: LatticeScaler, z: torch.Tensor, *,
     generator = torch.Generator(device=device).manual_seed(seed)
     count = z.shape[0]
     if num_atoms is None:
-        logits = model.num_atoms_head(z)
-        logits[:, 0] = -torch.inf  # a crystal has at least one atom
-        atoms = logits.argmax(dim=-1).cpu().numpy()
+        atoms = predicted_num_atoms(model, z)
     else:
         atoms = np.asarray(num_atoms, dtype=int)
         if len(atoms) != count or atoms.min() < 1:
@@ -98,11 +112,7 @@ def decode(model: CDVAE, scaler: LatticeScaler, z: torch.Tensor, *,
         lattices = [scaler.inverse_transform(lattice_norm[i], int(atoms[i])) for i in range(count)]
     elif len(lattices) != count:
         raise CDVAESamplingError(f"lattices: need {count}, got {len(lattices)}")
-    composition = torch.softmax(model.composition_head(z), dim=-1).cpu().numpy()
-    types = []
-    for i in range(count):
-        counts = composition_counts(composition[i], int(atoms[i]))
-        types.append(np.repeat(np.arange(1, len(counts) + 1), counts))
+    types = [np.repeat(np.arange(1, len(counts) + 1), counts) for counts in predicted_counts(model, z, atoms)]
     atom_types = torch.tensor(np.concatenate(types), dtype=torch.long, device=device)
     num_atoms_t = torch.tensor(atoms, dtype=torch.long, device=device)
     cells = torch.tensor(np.stack([lat.matrix for lat in lattices]), dtype=torch.float32,
