@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.model_selection import KFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -80,20 +81,38 @@ def _machine() -> dict:
             "note": "2 shared CPU cores (other jobs running concurrently), no GPU"}
 
 
-def _results_path(dataset: str, config: str, preset: str = "structure", nested: bool = False) -> Path:
+def _results_path(dataset: str, config: str, preset: str = "structure", nested: bool = False,
+                  outer_seed: int | None = None) -> Path:
     name = f"modnet_{dataset}"
     name += "" if config == "default" else f"_{config}"
     name += "" if preset == "structure" else f"_{preset}"
     name += "_nested" if nested else ""
+    name += "" if outer_seed is None else f"_outerseed{outer_seed}"
     return RESULTS / f"{name}.json"
 
 
-def _notes(config: str, nested: bool) -> list[str]:
+def outer_folds(dataset: str, outer_seed: int) -> tuple[list, str]:
+    """Fresh outer folds, KFold(5, shuffle, ``outer_seed``) over the dataset's order, and their description.
+
+    Why: a protocol settled after reading results on the default folds is not blind to them; folds
+    drawn afterwards are, so they give that protocol an unbiased figure."""
+    n = len(pipeline.DATASET_SPECS[dataset].loader())
+    folds = list(KFold(n_splits=5, shuffle=True, random_state=int(outer_seed)).split(np.arange(n)))
+    return folds, (f"fresh outer folds KFold(5, shuffle=True, random_state={outer_seed}) over the dataset's order "
+                   "(not the dataset's default folds)")
+
+
+def _notes(config: str, nested: bool, outer_seed: int | None = None) -> list[str]:
     notes = [FIXED_CONFIG_NOTE, *CONFIG_NOTES.get(config, []), CALIBRATION_NOTE]
+    if outer_seed is not None:
+        notes.append(f"outer folds drawn with seed {outer_seed} (the only seed run) after the search space, budget and "
+                     "configuration of this run had been fixed (2026-12-01): nothing in this protocol was chosen "
+                     "by looking at these folds, so its figures carry no protocol caveat; they are not the "
+                     "official Matbench folds and do not go on the leaderboard")
     if nested:
         notes.append(f"nested: configuration {config!r} is only the first candidate and the source of the settings "
                      "the search does not vary (epochs, patience, ...); every fold's settings are in cv.folds[].search")
-        if "n_estimators" not in DEFAULT_SPACE:
+        if "n_estimators" not in DEFAULT_SPACE and outer_seed is None:
             notes.append("search space: ensemble size and calibration variant come from the configuration, not the "
                          "search (inner fits cap members at 3 and cross-calibrate on 3 folds, so they cannot score "
                          "10 members or cross calibration at 10 folds). This space was adopted on 2026-12-01 after "
@@ -152,15 +171,16 @@ def register_from_results(dataset: str, config: str, version: str | None, n_thre
 def bench_cv(dataset: str, config: str, n_jobs: int, register: bool, version: str | None, n_threads: int,
              preset: str = "structure", nested: bool = False, budget: int | None = None,
              max_folds: int | None = None, limit: int | None = None, out: Path | None = None,
-             overwrite: bool = False, seed: int = 0) -> dict:
-    out = out or _results_path(dataset, config, preset, nested)
+             overwrite: bool = False, seed: int = 0, outer_seed: int | None = None) -> dict:
+    out = out or _results_path(dataset, config, preset, nested, outer_seed)
+    folds, folds_text = outer_folds(dataset, outer_seed) if outer_seed is not None else (None, None)
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     _write(out, {"benchmark": f"modnet_{dataset}", "date": started, "dataset": dataset, "status": "running"})
     anchors = ANCHORS.get(dataset, {})
     result = pipeline.run_training(
         dataset, preset=preset, config=config, evaluate=True, search=nested, budget=budget,
         register_model=register, version=version, n_jobs=n_jobs, n_threads=n_threads, limit=limit,
-        max_folds=max_folds, overwrite=overwrite, seed=seed, log=lambda m: print(m, flush=True),
+        max_folds=max_folds, folds=folds, overwrite=overwrite, seed=seed, log=lambda m: print(m, flush=True),
         metrics={"anchors": anchors.get("leaderboard_mae", {})} if register else None)
     cv = result["cv"]
     search_info = cv["folds"][0].get("search", {}) if nested else {}
@@ -169,7 +189,8 @@ def bench_cv(dataset: str, config: str, n_jobs: int, register: bool, version: st
         "dataset": dataset, "n_rows": result["n_train"], "n_failed_featurization": result["n_failed"],
         "row_limit": limit, "n_folds_run": len(cv["folds"]), "seed": seed,
         "protocol": pipeline.protocol_text(dataset, search=nested, config=config,
-                                           inner_rule=search_info.get("inner_rule", "")),
+                                           inner_rule=search_info.get("inner_rule", ""), folds_text=folds_text),
+        "outer_seed": outer_seed,
         "target": result["targets"], "featurizer_preset": preset, "n_raw_features": result["n_raw_features"],
         "config": result["config"], "config_name": config,
         "search": {"budget": budget or DEFAULT_BUDGET, "space": search_info.get("space"),
@@ -185,7 +206,7 @@ def bench_cv(dataset: str, config: str, n_jobs: int, register: bool, version: st
         "cross_nmi_wall_s_cached_or_not": result["timings"].get("cross_nmi_s"),
         "evaluate_wall_s": result["timings"].get("evaluate_s"),
         "anchors": anchors, "machine": _machine(), "package_versions": package_versions(),
-        "notes": _notes(config, nested), "status": "done", "cv": cv,
+        "notes": _notes(config, nested, outer_seed), "status": "done", "cv": cv,
     }
     if register:
         payload["registered_model"] = _relative(result["path"])
@@ -239,6 +260,8 @@ def main() -> None:
     ap.add_argument("--max-folds", type=int, default=None, help="run only the first N outer folds (quick checks)")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N dataset rows (quick checks)")
     ap.add_argument("--seed", type=int, default=0, help="seed of fits and search")
+    ap.add_argument("--outer-seed", type=int, default=None,
+                    help="evaluate on fresh outer folds KFold(5, shuffle, this seed) instead of the default ones")
     ap.add_argument("--out", type=Path, default=None, help="results file (default: benchmarks/results/...)")
     ap.add_argument("--n-jobs", type=int, default=2, help="featurization / cross-NMI processes")
     ap.add_argument("--n-threads", type=int, default=1, help="torch threads while training")
@@ -258,7 +281,8 @@ def main() -> None:
                                   args.budget, args.overwrite, args.seed, args.out)
         else:
             bench_cv(dataset, args.config, args.n_jobs, args.register, args.version, args.n_threads, args.preset,
-                     args.nested, args.budget, args.max_folds, args.limit, args.out, args.overwrite, args.seed)
+                     args.nested, args.budget, args.max_folds, args.limit, args.out, args.overwrite, args.seed,
+                     args.outer_seed)
 
 
 if __name__ == "__main__":
