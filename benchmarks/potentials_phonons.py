@@ -137,6 +137,9 @@ def main() -> None:
                    f"with other jobs, {args.threads} torch thread(s), no GPU",
         "notes": args.notes or old.get("notes", ""),
     }
+    # keys this script does not compute (e.g. a subset run of another potential) stay in the file
+    kept = {k: v for k, v in old.items() if k not in meta and k not in ("summary", "materials", "wall_time_s")}
+    wall_before = float(old.get("wall_time_s", 0.0))
     t_start = time.perf_counter()
     for bench, material, formula, structure, ref in _materials(
             args.alexandria, args.max_sites, args.seed, not args.no_fixture):
@@ -162,9 +165,10 @@ def main() -> None:
             entry["load_average_1min"] = os.getloadavg()[0]
             rows.append(entry)
             print(json.dumps(entry), flush=True)
-        _write(args.output, {**meta, "wall_time_s": time.perf_counter() - t_start,
+        _write(args.output, {**meta, **kept, "wall_time_s": wall_before + time.perf_counter() - t_start,
                              "summary": summarize(rows, args.potentials), "materials": rows})
-    payload = {**meta, "summary": summarize(rows, args.potentials), "materials": rows}
+    payload = {**meta, **kept, "wall_time_s": wall_before + time.perf_counter() - t_start,
+               "summary": summarize(rows, args.potentials), "materials": rows}
     _write(args.output, payload)
     print(table(payload))
 

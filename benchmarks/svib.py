@@ -196,9 +196,11 @@ def _anchors() -> dict:
     pot = json.loads((RESULTS / "potentials_phonons.json").read_text())["summary"]
     out["raw_potentials"] = {
         p: {"fixture_S_305K_mae": pot["fixture"][p]["S_305K"]["mae"], "fixture_Cv_305K_mae": pot["fixture"][p]["Cv_305K"]["mae"],
-            "alexandria_cv300_mae_195": pot["alexandria"][p]["Cv_300K"]["mae"]} for p in ("chgnet", "sevenn-0")}
+            "alexandria_cv300_mae": pot["alexandria"][p]["Cv_300K"]["mae"],
+            "alexandria_n_binaries": pot["alexandria"]["n_common_materials"]} for p in ("chgnet", "sevenn-0")}
     out["raw_potentials_note"] = ("potentials_phonons.json: fixture relaxed with the potential, supercell >= 10 A; Alexandria "
-                                  "on 195 binaries (seed-0 permutation, <= 24 sites), not the held-out folds")
+                                  f"on {pot['alexandria']['n_common_materials']} binaries (seed-0 permutation, <= 24 sites), "
+                                  "not the held-out folds")
     for name, file in (("alexandria_cv300", "modnet_alexandria_cv300.json"), ("matbench_phonons", "modnet_matbench_phonons.json")):
         res = json.loads((RESULTS / file).read_text())
         out[f"direct_{name}"] = {"file": f"benchmarks/results/{file}", "protocol": res["protocol"],
@@ -330,7 +332,8 @@ def table(result: dict) -> str:
              f"single-target {s.get('single_target_cv300_mae', float('nan')):.3f} vs joint "
              f"{s.get('joint_on_single_target_folds', {}).get('cv300_mae', float('nan')):.3f} on folds "
              f"{s.get('single_target_folds')}; "
-             f"raw SevenNet-0 {raw['sevenn-0']['alexandria_cv300_mae_195']:.2f}, CHGNet {raw['chgnet']['alexandria_cv300_mae_195']:.2f} (195 binaries)",
+             f"raw SevenNet-0 {raw['sevenn-0']['alexandria_cv300_mae']:.2f}, CHGNet {raw['chgnet']['alexandria_cv300_mae']:.2f} "
+             f"({raw['sevenn-0']['alexandria_n_binaries']} binaries)",
              f"{'Matbench last peak MAE, cm^-1 (proxy)':46s} {s['matbench_peak_mae_cm1_proxy']:10.1f} "
              f"direct matbench_phonons {a['direct_matbench_phonons']['mae_on_the_same_folds']:.1f}; "
              f"single-target {s.get('single_target_peak_mae_cm1_proxy', float('nan')):.1f} vs joint "
