@@ -108,23 +108,28 @@ def _dft_scores(est: DOSHeadRegressor, data: SvibData, rows: np.ndarray) -> dict
     return out
 
 
-def _inner_choice(data: SvibData, train: np.ndarray, params: dict, grid: list[float], seed: int) -> dict:
-    """potential_weight by an 80/20 split of the outer training rows: standardised DFT MAE, lowest wins."""
+def _inner_choice(data: SvibData, train: np.ndarray, params: dict, grid: list[float], seed: int,
+                  features_grid: tuple = (None,)) -> dict:
+    """potential_weight (and, with several ``features_grid`` entries, the NMI feature count; None = every
+    feature) by an 80/20 split of the outer training rows: standardised DFT MAE, lowest wins."""
     rng = np.random.default_rng(seed)
     perm = rng.permutation(train)
     n_val = len(perm) // 5
     inner_val, inner_fit = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     sd_cv = np.nanstd(data.targets["cv300"][train])
     sd_pk = np.nanstd(data.targets["peak_THz"][train]) * THZ_TO_CM1
-    scores = {}
-    for w in grid:
-        est = _fit(data, inner_fit, params | {"potential_weight": w, "n_estimators": 1})
-        s = _dft_scores(est, data, inner_val)
-        scores[w] = {"cv300_mae": s["cv300"]["mae"], "peak_mae_cm1": s["peak"]["mae_cm1_proxy"],
-                     "score": s["cv300"]["mae"] / sd_cv + s["peak"]["mae_cm1_proxy"] / sd_pk}
-    best = min(grid, key=lambda w: scores[w]["score"])
-    return {"chosen": best, "grid": {str(k): v for k, v in scores.items()}, "n_inner_fit": int(inner_fit.size),
-            "n_inner_val": int(n_val)}
+    scores, keys = {}, {}
+    for n_features in features_grid:
+        for w in grid:
+            key = str(w) if len(features_grid) == 1 else f"{w}|{n_features or 'all'}"
+            keys[key] = (w, n_features)
+            est = _fit(data, inner_fit, params | {"potential_weight": w, "n_estimators": 1, "n_features": n_features})
+            s = _dft_scores(est, data, inner_val)
+            scores[key] = {"cv300_mae": s["cv300"]["mae"], "peak_mae_cm1": s["peak"]["mae_cm1_proxy"],
+                           "score": s["cv300"]["mae"] / sd_cv + s["peak"]["mae_cm1_proxy"] / sd_pk}
+    best = min(keys, key=lambda k: scores[k]["score"])
+    return {"chosen": keys[best][0], "chosen_n_features": keys[best][1], "grid": scores,
+            "n_inner_fit": int(inner_fit.size), "n_inner_val": int(n_val)}
 
 
 def _fixture_truth(data: SvibData) -> dict:
@@ -216,9 +221,13 @@ def _run_fold(args, k: int, data: SvibData, truth: dict) -> tuple[dict, np.ndarr
     fx_rows = np.flatnonzero(data.rows["dataset"].eq("vib_thermo_fixture").to_numpy())
     t0 = time.perf_counter()
     train, test = benchmark_split(data, k)
+    features_grid = _features_grid(args)
     choice = (_inner_choice(data, train, params | {"epochs": min(args.epochs, args.inner_epochs)}, args.weights,
-                            args.seed + k) if len(args.weights) > 1 else {"chosen": args.weights[0]})
-    est = _fit(data, train, params | {"potential_weight": choice["chosen"]})
+                            args.seed + k, features_grid)
+              if len(args.weights) * len(features_grid) > 1
+              else {"chosen": args.weights[0], "chosen_n_features": features_grid[0]})
+    est = _fit(data, train, params | {"potential_weight": choice["chosen"],
+                                      "n_features": choice.get("chosen_n_features")})
     record = {"fold": k, "n_train": int(train.size), "n_train_potential_dos": int(est.label_counts_["dos_pot"]),
               "potential_weight": choice, "joint": _dft_scores(est, data, np.concatenate(list(test.values()))),
               "members_best_epoch": [i["best_epoch"] for i in est.train_info_]}
@@ -243,7 +252,25 @@ def _run_fold(args, k: int, data: SvibData, truth: dict) -> tuple[dict, np.ndarr
 
 def _fold_params(args) -> dict:
     return {"n_estimators": args.members, "epochs": args.epochs, "patience": args.patience, "n_threads": 1,
-            "random_state": args.seed, "lr": args.lr}
+            "random_state": args.seed, "lr": args.lr, "cross_nmi": getattr(args, "cross_nmi", None)}
+
+
+def _features_grid(args) -> tuple:
+    """``--n-features`` as estimator values: "all" -> None (every varying feature)."""
+    return tuple(None if v == "all" else int(v) for v in args.n_features)
+
+
+def _attach_cross_nmi(args, data: SvibData) -> None:
+    """Feature-feature NMI over every row's features (no labels; cached on disk), once, when a feature
+    count is searched: each fit then only ranks relevance on its own training rows."""
+    if all(v is None for v in _features_grid(args)):
+        args.cross_nmi = None
+        return
+    from matflow.ml.selection import cached_cross_nmi
+
+    X = data.X.astype(float)
+    X = X.fillna(X.median()).fillna(0.0)
+    args.cross_nmi = cached_cross_nmi(X, "svib", "structure", n_jobs=max(1, args.jobs)).to_numpy()
 
 
 def run(args) -> dict:
@@ -252,6 +279,7 @@ def run(args) -> dict:
     t_start = time.perf_counter()
     data = assemble_training_data()
     truth = _fixture_truth(data)
+    _attach_cross_nmi(args, data)
     direct = None
     if args.jobs > 1:
         import multiprocessing
@@ -303,7 +331,8 @@ def run(args) -> dict:
         "protocol": __doc__.split("Every figure")[1].strip(),
         "settings": {"members": args.members, "epochs": args.epochs, "patience": args.patience, "lr": args.lr,
                      "single_target_folds": args.single_folds,
-                     "inner_epochs": args.inner_epochs, "potential_weight_grid": args.weights, "seed": args.seed,
+                     "inner_epochs": args.inner_epochs, "potential_weight_grid": args.weights,
+                     "n_features_grid": list(args.n_features), "seed": args.seed,
                      "estimator": DOSHeadRegressor().get_params() | {"n_estimators": args.members, "epochs": args.epochs}},
         "labels": {"counts": data.counts, "potential_snapshot": {k: v for k, v in data.snapshot.items()
                                                                  if k not in ("temperatures_K",)}},
@@ -362,19 +391,25 @@ def ship(args, result: dict | None) -> Path:
     """Fit on every fixture-free row (weight by an inner split of those rows) and write models/svib/<version>."""
     data = assemble_training_data()
     rows = fixture_free_rows(data)
+    _attach_cross_nmi(args, data)
     params = {"n_estimators": args.ship_members, "epochs": args.epochs, "patience": args.patience, "n_threads": 1,
-              "random_state": args.seed, "lr": args.lr}
+              "random_state": args.seed, "lr": args.lr, "cross_nmi": args.cross_nmi}
+    features_grid = _features_grid(args)
     if result is not None and all("chosen" in f["potential_weight"] for f in result["folds"]):
-        chosen = [f["potential_weight"]["chosen"] for f in result["folds"]]
-        best = min(set(chosen), key=lambda w: (-chosen.count(w), w))  # most often chosen, then the smaller
-        choice = {"chosen": best, "rule": "most frequent choice of the benchmark folds' inner splits "
-                                          f"(training rows only): {chosen}"}
-    elif len(args.weights) > 1:
+        chosen = [(f["potential_weight"]["chosen"], f["potential_weight"].get("chosen_n_features"))
+                  for f in result["folds"]]
+        # most often chosen, then the smaller weight, then the fewer features (None = all last)
+        best = min(set(chosen), key=lambda c: (-chosen.count(c), c[0], c[1] if c[1] is not None else 10**9))
+        choice = {"chosen": best[0], "chosen_n_features": best[1],
+                  "rule": "most frequent choice of the benchmark folds' inner splits (training rows only): "
+                          f"{[list(c) for c in chosen]}"}
+    elif len(args.weights) * len(features_grid) > 1:
         choice = _inner_choice(data, rows, params | {"epochs": min(args.epochs, args.inner_epochs)}, args.weights,
-                               args.seed)
+                               args.seed, features_grid)
     else:
-        choice = {"chosen": args.weights[0]}
-    est = _fit(data, rows, params | {"potential_weight": choice["chosen"]})
+        choice = {"chosen": args.weights[0], "chosen_n_features": features_grid[0]}
+    est = _fit(data, rows, params | {"potential_weight": choice["chosen"],
+                                     "n_features": choice.get("chosen_n_features")})
     snap = data.snapshot
     counts = est.label_counts_
     pot = snap.get("potential") or "none"
@@ -388,6 +423,10 @@ def ship(args, result: dict | None) -> Path:
         f"{choice['chosen']} relative to the DFT terms (inner split of the training rows). Its frequencies are "
         f"stretched by {est.stretch_:.3f} (median DFT/potential last-peak ratio over training rows with both) "
         "before they enter the loss.",
+        (f"Features: {len(est.keep_idx_)} of the `structure` preset's {est.n_features_in_} columns"
+         + (" (NMI relevance/redundancy selection on the training rows' DFT Cv(300 K), DFT last peak and "
+            "potential S(300 K), count chosen on the benchmark folds' inner splits)."
+            if choice.get("chosen_n_features") else " (every varying feature).")),
         "Not used for training: the 5-material DFPT fixture (S, Cv, H, U 5-800 K) and its materials' other rows "
         "(mp-988 Si3N4 in Alexandria): the fixture is the test set.",
         f"The interval on S and Cv is calibrated on {est.n_calibration_} rows whose reference is the potential's "
@@ -461,6 +500,8 @@ def main() -> None:
     ap.add_argument("--weights", type=float, nargs="+", default=[0.1, 0.3, 1.0],
                     help="potential_weight grid for the inner split (0 is left out by design: without the "
                          "potential's DOS nothing shapes the DOS below its top)")
+    ap.add_argument("--n-features", nargs="+", default=["all"],
+                    help="NMI feature counts for the inner split to choose from ('all' = every feature)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=1, help="outer folds fitted at once, one process each")
     ap.add_argument("--single-folds", type=int, nargs="*", default=[0],

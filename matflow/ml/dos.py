@@ -238,6 +238,13 @@ class DOSHeadRegressor(BaseEstimator):
     of DFT last peak / potential last peak over training rows with both (universal potentials are
     softer than DFT), a number, or 1.0 for none; early_stopping: "dft" (validation loss of the DFT
     terms only, when the validation rows have DFT labels) or "total".
+    n_features: keep this many features, chosen by MODNet's NMI relevance/redundancy procedure
+    (``selection.NMIFeatureSelector``) on the training rows of each label that decides most: DFT
+    Cv(300 K), the DFT last peak and the potential's S(300 K), each ranked on the rows that have it and
+    merged round-robin; None keeps every varying feature. min_nmi: the selector's relevance floor.
+    cross_nmi: the feature-feature NMI matrix over the columns of ``X`` (square array or DataFrame in
+    column order; features only, so it may come from all rows, as MODNet does), computed on the
+    training rows when None. It is not saved with the model.
     """
 
     def __init__(self, hidden: tuple = (256, 256), bin_THz: float = 0.5, lr: float = 2e-3,
@@ -246,7 +253,8 @@ class DOSHeadRegressor(BaseEstimator):
                  curve_temperatures: tuple = DEFAULT_CURVE_T, loss: str = "mae", cv_folds: int = 5,
                  potential_stretch: float | str = "fit", early_stopping: str = "dft", n_estimators: int = 5, val_fraction: float = 0.1,
                  coverage: float = 0.9, min_calibration: int = 20, random_state: int = 0,
-                 n_threads: int | None = None, ad_neighbors: int = 5, ad_quantile: float = 0.95):
+                 n_threads: int | None = None, ad_neighbors: int = 5, ad_quantile: float = 0.95,
+                 n_features: int | None = None, min_nmi: float | str = "auto", cross_nmi=None):
         self.hidden = hidden
         self.bin_THz = bin_THz
         self.lr = lr
@@ -270,6 +278,9 @@ class DOSHeadRegressor(BaseEstimator):
         self.n_threads = n_threads
         self.ad_neighbors = ad_neighbors
         self.ad_quantile = ad_quantile
+        self.n_features = n_features
+        self.min_nmi = min_nmi
+        self.cross_nmi = cross_nmi
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -323,6 +334,10 @@ class DOSHeadRegressor(BaseEstimator):
         self.keep_idx_ = keep
         self.medians_ = np.nan_to_num(self.cleaner_.medians_[keep])
         Xk = self._clean(X)
+        self.feature_selection_ = None
+        if self.n_features is not None and int(self.n_features) < keep.size:
+            chosen = self._select_features(Xk, y)
+            self.keep_idx_, self.medians_, Xk = keep[chosen], self.medians_[chosen], Xk[:, chosen]
         self.x_min_ = Xk.min(axis=0)
         span = Xk.max(axis=0) - self.x_min_
         self.x_scale_ = np.where(span > 0, span, 1.0)
@@ -352,6 +367,43 @@ class DOSHeadRegressor(BaseEstimator):
             self.train_info_.append(info)
         self._calibrate(Xn, y, fold_of, n_folds)
         self.peak_readout_ = self._fit_peak_readout(Xn, y, fold_of)
+
+    def _select_features(self, Xk: np.ndarray, y: dict[str, np.ndarray]) -> np.ndarray:
+        """Columns of ``Xk`` to keep (sorted): NMI selection per label on the rows that have it."""
+        import pandas as pd
+
+        from matflow.ml.selection import NMIFeatureSelector, cross_nmi, merge_round_robin
+
+        n_keep = int(self.n_features)
+        if n_keep < 1:
+            raise ValueError(f"n_features={self.n_features!r}: must be None or >= 1")
+        names = np.array([f"x{i}" for i in self.keep_idx_], dtype=object)
+        if self.cross_nmi is not None:
+            full = np.asarray(self.cross_nmi, dtype=float)
+            if full.shape != (self.n_features_in_, self.n_features_in_):
+                raise ValueError(f"cross_nmi has shape {full.shape}; expected ({self.n_features_in_}, "
+                                 f"{self.n_features_in_}), one row and column per feature of X")
+            cross = pd.DataFrame(full[np.ix_(self.keep_idx_, self.keep_idx_)], index=names, columns=names)
+        else:
+            cross = cross_nmi(pd.DataFrame(Xk, columns=names), random_state=int(self.random_state))
+        curve_T = np.asarray(y["_curve_T"], dtype=float)
+        i300 = int(np.argmin(np.abs(curve_T - 300.0)))
+        labels = {"cv300": y["cv300"], "peak_THz": y["peak_THz"], "S_pot_300K": y["S_pot"][:, i300]}
+        rankings, used = [], {}
+        for name, values in labels.items():
+            rows = np.flatnonzero(np.isfinite(values))
+            if rows.size < 20 or np.ptp(values[rows]) == 0:
+                continue
+            selector = NMIFeatureSelector(n_features=n_keep, min_nmi=self.min_nmi, cross_nmi=cross,
+                                          random_state=int(self.random_state))
+            selector.fit(pd.DataFrame(Xk[rows], columns=names), values[rows])
+            rankings.append(selector.ranking_)
+            used[name] = {"n_rows": int(rows.size), "n_informative": int(selector.n_informative_)}
+        if not rankings:  # no label with enough rows to rank on: keep everything
+            return np.arange(Xk.shape[1])
+        chosen = np.sort(np.asarray(merge_round_robin(rankings, n_max=n_keep), dtype=int))
+        self.feature_selection_ = {"n_selected": int(chosen.size), "labels": used}
+        return chosen
 
     def _stretch(self, y: dict[str, np.ndarray]) -> float:
         if self.potential_stretch != "fit":
@@ -638,8 +690,9 @@ class DOSHeadRegressor(BaseEstimator):
             tensors[f"array.{key}"] = torch.as_tensor(np.asarray(value, dtype=np.float64)).contiguous()
         if getattr(self, "domain_", None) is not None:  # float32 holds the reference rows losslessly (see fit)
             tensors["domain.X"] = torch.as_tensor(self.domain_.X_.astype(np.float32)).contiguous()
-        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
-        meta = {"params": params, "n_features_in": int(self.n_features_in_), "n_members": len(self.nets_),
+        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()
+                  if k != "cross_nmi"}  # a fitting aid over all input features, not part of the model
+        meta = {"params": params, "feature_selection": getattr(self, "feature_selection_", None), "n_features_in": int(self.n_features_in_), "n_members": len(self.nets_),
                 "peak_coef": list(self.peak_coef_), "potential_stretch_fitted": float(self.stretch_), "calibrated": bool(self.calibrated_),
                 "n_calibration": int(self.n_calibration_), "label_counts": self.label_counts_,
                 "ad_threshold": (float(self.domain_.threshold_) if getattr(self, "domain_", None) is not None
@@ -668,6 +721,7 @@ class DOSHeadRegressor(BaseEstimator):
         est.label_counts_ = dict(meta.get("label_counts", {}))
         est.train_info_ = list(meta.get("train_info", []))
         est.peak_readout_ = meta.get("peak_readout")  # None: saved before the readout was fitted
+        est.feature_selection_ = meta.get("feature_selection")
         est.domain_ = None  # models saved before the applicability domain have none
         if "domain.X" in tensors and meta.get("ad_threshold") is not None:
             est.domain_ = ApplicabilityDomain(est.ad_neighbors, est.ad_quantile)

@@ -265,3 +265,32 @@ def test_too_few_peak_rows_keep_the_mesh_dos_readout():
     est = DOSHeadRegressor(hidden=(16,), epochs=5, n_estimators=3, min_calibration=20).fit(X, y)
     assert est.peak_readout_["method"] == "find_peaks" and est.peak_readout_["n_rows"] == 0
     assert est.peak_readout_["smear_THz"] == 0.2 and est.peak_readout_["min_rel_height"] == 0.05
+
+
+def test_nmi_feature_selection_keeps_the_informative_feature(tmp_path):
+    """With n_features, the DOS head keeps that many columns chosen by NMI on the labelled rows; the
+    one feature that sets the Einstein frequency is among them, and the selection survives a save."""
+    X3, nu, dos = _einstein_family(160, seed=4)
+    noise = np.random.default_rng(5).uniform(size=(160, 9))
+    X = np.hstack([noise[:, :4], X3[:, :1], noise[:, 4:]])  # the informative column is column 4
+    cv300 = _einstein(nu, [300.0])["Cv_J_per_K_mol_atom"][:, 0]
+    y = {"cv300": cv300[:120], "dos_pot": dos[:120]}
+    est = DOSHeadRegressor(hidden=(32, 32), epochs=120, patience=40, lr=5e-3, batch_size=32, n_estimators=2,
+                           potential_weight=1.0, random_state=0, n_features=3).fit(X[:120], y)
+    assert len(est.keep_idx_) == 3 and 4 in est.keep_idx_
+    assert est.feature_selection_["labels"]["cv300"]["n_rows"] == 120
+    pred = est.predict_thermo(X[120:], [300.0])
+    assert np.abs(pred.Cv[:, 0] - cv300[120:]).mean() < 0.8  # Cv(300 K) spans ~8 J/K/mol over the family
+    folder = save_dos_model(est, tmp_path / "svib_sel" / "v1", name="svib_sel", version="v1",
+                            feature_names=[f"f{i}" for i in range(X.shape[1])], label_sources={})
+    loaded = load("svib_sel", root=tmp_path).estimator
+    np.testing.assert_array_equal(loaded.keep_idx_, est.keep_idx_)
+    np.testing.assert_allclose(loaded.predict_dos(X[120:125]), est.predict_dos(X[120:125]), rtol=1e-4, atol=1e-7)
+    assert "cross_nmi" not in json.loads((folder / "manifest.json").read_text())["estimator"]["params"]
+
+
+def test_a_cross_nmi_of_the_wrong_shape_is_refused():
+    X, nu, dos = _einstein_family(40)
+    with pytest.raises(ValueError, match="cross_nmi has shape"):
+        DOSHeadRegressor(n_estimators=1, epochs=1, n_features=2, cross_nmi=np.eye(5)).fit(
+            X, {"cv300": _einstein(nu, [300.0])["Cv_J_per_K_mol_atom"][:, 0]})
