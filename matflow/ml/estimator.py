@@ -101,6 +101,9 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
       widening: calibrate how the cross-conformal half-width widens with distance to the training data
       (module docstring); False gives the intervals of earlier versions. widening_groups: number of
       grouped splits it is calibrated on (k-means clusters, or ``fit``'s ``groups`` dealt into this many).
+      widening_form: "two_stage" (default: distance dependence from out-of-fold rows, then the extra
+      width of out-of-group rows, ``DistanceWidening.fit_two_stage``) or "pooled" (one stage over both,
+      w >= 1; models fitted before the two-stage form load as "pooled").
     """
 
     def __init__(self, n_features: int | None = 64,
@@ -113,7 +116,7 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
                  min_calibration: int = 20, cross_nmi: pd.DataFrame | None = None,
                  min_nmi: float | str = "auto", ad_neighbors: int = 5, ad_quantile: float = 0.95,
                  target_transform: str = "none", random_state: int = 0, n_threads: int | None = None,
-                 widening: bool = True, widening_groups: int = 5):
+                 widening: bool = True, widening_groups: int = 5, widening_form: str = "two_stage"):
         self.n_features = n_features
         self.widths = widths
         self.activation = activation
@@ -143,6 +146,7 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         self.n_threads = n_threads
         self.widening = widening
         self.widening_groups = widening_groups
+        self.widening_form = widening_form
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -180,6 +184,8 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
             raise ValueError("y holds NaN or inf")
         if self.calibration not in ("cross", "split"):
             raise ValueError(f"calibration must be 'cross' or 'split', got {self.calibration!r}")
+        if self.widening_form not in ("two_stage", "pooled"):
+            raise ValueError(f"widening_form must be 'two_stage' or 'pooled', got {self.widening_form!r}")
         if self.target_transform not in ("none", "log"):
             raise ValueError(f"target_transform must be 'none' or 'log', got {self.target_transform!r}")
         if self.target_transform == "log" and (Y <= 0).any():
@@ -302,7 +308,11 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         # kept in memory (not saved) so that benchmarks can compare forms of w(d) on the same networks
         self.widening_calibration_ = (np.concatenate([dist_fold, dist_group]),
                                       np.concatenate([score_fold, score_group]))
-        self.widening_ = DistanceWidening(self.coverage).fit(*self.widening_calibration_)
+        if self.widening_form == "two_stage":
+            self.widening_ = DistanceWidening(self.coverage).fit_two_stage(dist_fold, score_fold,
+                                                                           *self.widening_calibration_)
+        else:
+            self.widening_ = DistanceWidening(self.coverage).fit(*self.widening_calibration_)
 
     def _fit_cross(self, Xn: np.ndarray, Yn: np.ndarray, Yt: np.ndarray, rng: np.random.Generator) -> None:
         n, n_members = len(Xn), int(self.n_estimators)
@@ -418,7 +428,7 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         if isinstance(self.calibrator_, CrossConformal):  # out of domain: never narrower than the members' spread
             floor = np.where(ok[:, None], 0.0, std_t)
             widening = getattr(self, "widening_", None)
-            scale = None if widening is None else widening.factor(dist)
+            scale = None if widening is None else widening.factor(self._widening_distance(Xn, dist))
             if scale is not None:
                 interval_ok = np.isfinite(scale).all(axis=1)
             lo, hi = self.calibrator_.interval(self.domain_.tree, Xn, mean_t, floor, scale)
@@ -429,6 +439,17 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         mean, std = self._inverse(mean_t), self._inverse(preds).std(axis=0)
         return Prediction(self._shape(mean), self._shape(std), self._shape(lower), self._shape(upper),
                           ok, dist, float(self.coverage), bool(self.calibrated_), interval_ok)
+
+    def _widening_distance(self, Xn: np.ndarray, dist: np.ndarray) -> np.ndarray:
+        """The distance w(d) is read at. Two-stage: the mean over cross-fitting folds f of the distance to
+        the training rows outside f, the same reference set an out-of-fold calibration row was measured
+        against (its distance to all training rows would be smaller, and w_near, fitted without a floor,
+        would then narrow the interval too much). Pooled (older models): the AD distance."""
+        folds = getattr(self, "cv_fold_", None)
+        if self.widening_form != "two_stage" or folds is None:
+            return dist
+        Xd = self.domain_.X_
+        return np.mean([_mean_knn_distance(Xd[folds != f], Xn, self.ad_neighbors) for f in np.unique(folds)], axis=0)
 
     # ------------------------------------------------------------------ state for the registry
     def get_state(self) -> tuple[dict[str, torch.Tensor], dict]:
@@ -442,6 +463,8 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
             arrays |= {"oof_residuals": self.calibrator_.residuals_, "conformal_shrink": self.calibrator_.shrink_}
         if getattr(self, "widening_", None) is not None:
             arrays |= {"widening_edges": self.widening_.edges_, "widening_factor": self.widening_.factor_}
+            if self.widening_form == "two_stage":
+                arrays["cv_fold"] = self.cv_fold_
         for key, value in arrays.items():
             dtype = np.float32 if key == "ad_train_X" else np.float64  # exact: see ApplicabilityDomain.fit
             tensors[f"array.{key}"] = torch.as_tensor(np.asarray(value, dtype=dtype)).contiguous()
@@ -471,6 +494,7 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
         """Rebuild a fitted regressor from ``get_state`` output (no pickle involved)."""
         params = dict(meta["params"])
         params.setdefault("calibration", "split")  # manifests written before cross-conformal existed
+        params.setdefault("widening_form", "pooled")  # manifests written before the two-stage widening
         params["widths"] = tuple(tuple(int(w) for w in level) for level in params["widths"])
         for key in ("targets", "loss_weights"):
             if params.get(key) is not None:
@@ -509,6 +533,8 @@ class MODNetRegressor(RegressorMixin, BaseEstimator):
             est.widening_.edges_ = arr["widening_edges"]
             est.widening_.factor_ = arr["widening_factor"].reshape(len(arr["widening_edges"]), -1)
             est.widening_.n_calibration_ = int(meta.get("widening_n_calibration", 0))
+            if "cv_fold" in arr:
+                est.cv_fold_ = arr["cv_fold"].astype(int)
         est.nets_ = []
         for i in range(int(meta["n_members"])):
             net = JointNet(len(est.selected_idx_), est.target_specs_, est.widths, est.activation,

@@ -63,7 +63,7 @@ from matflow.outputs import atomic_write_text
 
 __all__ = ["MODNetSearch", "DEFAULT_SPACE", "DEFAULT_BUDGET", "select_best", "CACHE_FORMAT"]
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 DEFAULT_SPACE: dict[str, tuple] = {
     "n_features": (64, 128, 256, 384),
