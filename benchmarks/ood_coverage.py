@@ -1,11 +1,11 @@
 """Do the 90 % intervals hold out of the applicability domain? Before/after the distance widening.
 
 For ``MODNetRegressor`` with the distance widening off (``before``: ``widening=False``, the
-cross-conformal interval of earlier versions), on as by default (``after``: calibrated on k-means
-clusters of the features) and on with the chemical systems of the training rows passed to ``fit`` as
-``groups`` (``after_groups``), and both widenings refitted on the same calibration rows without the floor
-w >= 1 (``after_free``, ``after_groups_free``: near the data w may fall below 1 where the calibrated
-interval over-covers), reports 90 % coverage and mean width on
+cross-conformal interval of earlier versions), on as by default (``after``: the two-stage widening,
+calibrated on k-means clusters of the features) and on with the chemical systems of the training rows
+passed to ``fit`` as ``groups`` (``after_groups``), and both refitted on the same calibration rows in the
+one-stage form of models fitted before 2026-12-03 (``after_pooled``, ``after_groups_pooled``: out-of-fold
+and out-of-group rows pooled, w >= 1, read at the AD distance), reports 90 % coverage and mean width on
 
 - a random 5-fold split (KFold, shuffled): inputs like the training rows;
 - a grouped 5-fold split by chemical system (sorted element set): no test system is in training;
@@ -73,10 +73,11 @@ def _unwidened(est: MODNetRegressor) -> MODNetRegressor:
     return twin
 
 
-def _floorless(est: MODNetRegressor) -> MODNetRegressor:
-    """The same fitted model with w(d) refitted on its own calibration rows without the floor w >= 1."""
+def _pooled_form(est: MODNetRegressor) -> MODNetRegressor:
+    """The same fitted model with w(d) refitted on its own calibration rows in the one-stage form."""
     twin = copy.copy(est)
-    twin.widening_ = DistanceWidening(est.coverage, floor=None).fit(*est.widening_calibration_)
+    twin.widening_form = "pooled"
+    twin.widening_ = DistanceWidening(est.coverage).fit(*est.widening_calibration_)
     return twin
 
 
@@ -85,7 +86,7 @@ class _Pooled:
         self.__dict__.update(arrays)
 
 
-VARIANTS = ("before", "after", "after_groups", "after_free", "after_groups_free", "after_elements")
+VARIANTS = ("before", "after", "after_groups", "after_pooled", "after_groups_pooled", "after_elements")
 
 
 def _withhold_unseen(pred, formulas: np.ndarray, seen: set[str]) -> _Pooled:
@@ -105,7 +106,7 @@ def _fit_variants(X: pd.DataFrame, y: np.ndarray, systems: np.ndarray, random_st
     wall = time.perf_counter() - t0
     by_system = MODNetRegressor(**CONFIG, random_state=random_state, n_threads=1).fit(X, y, groups=systems)
     return {"before": _unwidened(est), "after": est, "after_groups": by_system,
-            "after_free": _floorless(est), "after_groups_free": _floorless(by_system)}, wall
+            "after_pooled": _pooled_form(est), "after_groups_pooled": _pooled_form(by_system)}, wall
 
 
 def _metrics(y: np.ndarray, pred) -> dict:
@@ -149,8 +150,8 @@ def run_split(X: pd.DataFrame, y: np.ndarray, systems: np.ndarray, folds: list, 
         log(f"[{name}] fold {k}: coverage before {fold['before']['coverage']:.3f} "
             f"after {fold['after']['coverage']:.3f} ({fold['after']['n_with_interval']}/{len(te)} with interval), "
             f"width {fold['before']['mean_width']:.3f} -> {fold['after']['mean_width']:.3f}; "
-            f"with chemical-system groups {fold['after_groups']['coverage']:.3f}; without the floor "
-            f"{fold['after_free']['coverage']:.3f} / {fold['after_groups_free']['coverage']:.3f}; "
+            f"with chemical-system groups {fold['after_groups']['coverage']:.3f}; one-stage form "
+            f"{fold['after_pooled']['coverage']:.3f} / {fold['after_groups_pooled']['coverage']:.3f}; "
             f"element check {_fmt(fold.get('after_elements', {}).get('coverage'))} "
             f"({fold.get('after_elements', {}).get('n_with_interval', '-')}/{len(te)} with interval) ({wall:.0f} s)")
         per_fold.append(fold)

@@ -72,8 +72,7 @@ NOTES = [
     "with smear 0.2-1.5 THz and relative height 0.05-0.5, or the training proxy) by the MAE against the DFT peak on "
     "out-of-fold training rows (rows of fold m predicted by member m, which never trained on them); 'readout' below "
     "and in each fold's record. Added after the previous run's 84.3 cm^-1 by find_peaks had been read.",
-    "The fold models and the shipped model use 3 members. Single-target baselines: same network and members, "
-    "one DFT term, fold 0 only.",
+    "Single-target baselines: same network and members, one DFT term, on --single-folds only.",
 ]
 
 
@@ -341,7 +340,8 @@ def run(args) -> dict:
         "folds": folds,
         "consistency": _consistency(np.concatenate(all_test_dos + [np.mean(fixture_dos, axis=0)])),
         "anchors": anchors,
-        "notes": NOTES,
+        "notes": NOTES + [f"The fold models use {args.members} member(s); --ship fits {args.ship_members}."]
+                 + list(args.note),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "note": "2 CPU cores shared with other jobs; 1 torch thread per process"},
     }
@@ -502,6 +502,7 @@ def main() -> None:
                          "potential's DOS nothing shapes the DOS below its top)")
     ap.add_argument("--n-features", nargs="+", default=["all"],
                     help="NMI feature counts for the inner split to choose from ('all' = every feature)")
+    ap.add_argument("--note", action="append", default=[], help="a remark stored in the JSON's notes (repeatable)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=1, help="outer folds fitted at once, one process each")
     ap.add_argument("--single-folds", type=int, nargs="*", default=[0],
