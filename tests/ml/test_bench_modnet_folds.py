@@ -3,25 +3,15 @@ partition the rows, differ from the default folds, and go to their own results f
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from matflow.ml import train as pipeline
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "modnet.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_modnet", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("modnet")
 
 
 def test_fresh_folds_partition_the_rows_and_differ_from_the_official_ones(bench):

@@ -3,24 +3,14 @@ uses), so the benchmark and the command line cannot drift apart."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 from matflow.sro.energy_model import cutoff_candidates
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "sro.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_sro", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("sro")
 
 
 def test_auto_resolves_to_the_library_candidates(bench):
