@@ -45,10 +45,11 @@ monotonicity are pooled (pool-adjacent-violators with the pooled bin's quantile 
 isotonic quantile regression), optionally floored at 1.
 
 Two stages (``DistanceWidening.fit_two_stage``, the default): the kNN difficulty sigma(x) under-states
-how errors grow with distance even among rows like the training data (on Alexandria Cv, inner
-out-of-fold rows near the data were covered at 0.94 and those farther out at 0.85 by q sigma alone),
+how errors grow with distance even among rows like the training data (README gives the measurement),
 so first w_near(d) is fitted on the out-of-fold rows only, without a floor: it may fall below 1 near
-the data, and on rows exchangeable with those it brings every distance to nominal. Then the scores of
+the data, and on rows exchangeable with those it brings every distance to nominal. A new point's d is
+then its mean distance to the training rows of each cross-fitting fold, the reference set an
+out-of-fold row was measured against (its distance to all training rows would be smaller). Then the scores of
 all rows (out-of-fold and out-of-group) are divided by w_near(d) and w_far(d) >= 1 is fitted on them:
 the extra width that rows of unseen groups need at the same distance. The interval at a new point is
 ``mean ± w_near(d) w_far(d) c q sigma(x)``. (The single pooled stage with w >= 1, ``fit``, over-covers
