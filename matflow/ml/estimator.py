@@ -16,11 +16,13 @@ targets -> train ``n_estimators`` networks and calibrate their intervals, in one
 - ``calibration="split"``: ``calib_fraction`` rows are held out of every member; members train on
   bootstrap resamples of the rest, early-stopped on their out-of-bag rows; the held-out rows calibrate.
 
-With cross calibration and ``widening=True`` (default) the half-width also grows with the distance to the
+With cross calibration and ``widening=True`` (default) the half-width also follows the distance to the
 training data: the training rows are split into ``widening_groups`` groups (k-means clusters of the
 scaled selected features, or the ``groups`` given to ``fit``, e.g. chemical systems), one extra network
-per group is trained without it, and a monotone factor w(d) >= 1 of the AD distance d is calibrated on
-these out-of-group residuals together with the ordinary out-of-fold ones (``uncertainty.DistanceWidening``).
+per group is trained without it, and a monotone factor of the distance is calibrated on the ordinary
+out-of-fold residuals (w_near, may narrow near the data) and then on these out-of-group ones (w_far >= 1;
+``uncertainty.DistanceWidening.fit_two_stage``; ``widening_form="pooled"`` is the one-stage w >= 1 of
+models fitted before).
 The extra networks are discarded after calibration; they cost ``widening_groups`` more trainings. Farther
 from the training data than any calibration row, no interval is given: NaN bounds, ``interval_ok`` False.
 Predictions are computed in float64 so a row's value does not depend on the batch it is in.
