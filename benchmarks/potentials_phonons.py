@@ -141,6 +141,11 @@ def main() -> None:
     kept = {k: v for k, v in old.items() if k not in meta and k not in ("summary", "materials", "wall_time_s")}
     wall_before = float(old.get("wall_time_s", 0.0))
     t_start = time.perf_counter()
+
+    def payload() -> dict:
+        return {**meta, **kept, "wall_time_s": wall_before + time.perf_counter() - t_start,
+                "summary": summarize(rows, args.potentials), "materials": rows}
+
     for bench, material, formula, structure, ref in _materials(
             args.alexandria, args.max_sites, args.seed, not args.no_fixture):
         temperature = 305.0 if bench == "fixture" else 300.0
@@ -165,12 +170,10 @@ def main() -> None:
             entry["load_average_1min"] = os.getloadavg()[0]
             rows.append(entry)
             print(json.dumps(entry), flush=True)
-        _write(args.output, {**meta, **kept, "wall_time_s": wall_before + time.perf_counter() - t_start,
-                             "summary": summarize(rows, args.potentials), "materials": rows})
-    payload = {**meta, **kept, "wall_time_s": wall_before + time.perf_counter() - t_start,
-               "summary": summarize(rows, args.potentials), "materials": rows}
-    _write(args.output, payload)
-    print(table(payload))
+        _write(args.output, payload())
+    final = payload()
+    _write(args.output, final)
+    print(table(final))
 
 
 def table(payload: dict) -> str:

@@ -131,6 +131,20 @@ def _inner_choice(data: SvibData, train: np.ndarray, params: dict, grid: list[fl
             "n_inner_fit": int(inner_fit.size), "n_inner_val": int(n_val)}
 
 
+def _choose(args, data: SvibData, rows: np.ndarray, params: dict, seed: int) -> dict:
+    """The inner split's choice of potential weight and feature count on ``rows``, or the only option."""
+    features_grid = _features_grid(args)
+    if len(args.weights) * len(features_grid) > 1:
+        return _inner_choice(data, rows, params | {"epochs": min(args.epochs, args.inner_epochs)}, args.weights,
+                             seed, features_grid)
+    return {"chosen": args.weights[0], "chosen_n_features": features_grid[0]}
+
+
+def _chosen_params(choice: dict) -> dict:
+    """Estimator settings of a choice record (``_inner_choice`` or the ship rule)."""
+    return {"potential_weight": choice["chosen"], "n_features": choice.get("chosen_n_features")}
+
+
 def _fixture_truth(data: SvibData) -> dict:
     fx = data.fixture
     return {"mp_id": list(fx["mp_id"]),
@@ -213,20 +227,16 @@ def _anchors() -> dict:
     return out
 
 
-def _run_fold(args, k: int, data: SvibData, truth: dict) -> tuple[dict, np.ndarray, np.ndarray]:
+def _run_fold(args, k: int, data: SvibData, truth: dict,
+              cross: np.ndarray | None) -> tuple[dict, np.ndarray, np.ndarray]:
     """One outer fold: the inner weight choice, the joint model, its DFT scores, the fixture DOS, and the
     single-target baselines when asked; also the predicted DOS of 50 held-out rows for the consistency check."""
-    params = _fold_params(args)
+    params = _fold_params(args, cross)
     fx_rows = np.flatnonzero(data.rows["dataset"].eq("vib_thermo_fixture").to_numpy())
     t0 = time.perf_counter()
     train, test = benchmark_split(data, k)
-    features_grid = _features_grid(args)
-    choice = (_inner_choice(data, train, params | {"epochs": min(args.epochs, args.inner_epochs)}, args.weights,
-                            args.seed + k, features_grid)
-              if len(args.weights) * len(features_grid) > 1
-              else {"chosen": args.weights[0], "chosen_n_features": features_grid[0]})
-    est = _fit(data, train, params | {"potential_weight": choice["chosen"],
-                                      "n_features": choice.get("chosen_n_features")})
+    choice = _choose(args, data, train, params, args.seed + k)
+    est = _fit(data, train, params | _chosen_params(choice))
     record = {"fold": k, "n_train": int(train.size), "n_train_potential_dos": int(est.label_counts_["dos_pot"]),
               "potential_weight": choice, "joint": _dft_scores(est, data, np.concatenate(list(test.values()))),
               "members_best_epoch": [i["best_epoch"] for i in est.train_info_]}
@@ -249,9 +259,9 @@ def _run_fold(args, k: int, data: SvibData, truth: dict) -> tuple[dict, np.ndarr
     return record, fixture_dos, test_dos
 
 
-def _fold_params(args) -> dict:
+def _fold_params(args, cross: np.ndarray | None) -> dict:
     return {"n_estimators": args.members, "epochs": args.epochs, "patience": args.patience, "n_threads": 1,
-            "random_state": args.seed, "lr": args.lr, "cross_nmi": getattr(args, "cross_nmi", None)}
+            "random_state": args.seed, "lr": args.lr, "cross_nmi": cross}
 
 
 def _features_grid(args) -> tuple:
@@ -259,17 +269,16 @@ def _features_grid(args) -> tuple:
     return tuple(None if v == "all" else int(v) for v in args.n_features)
 
 
-def _attach_cross_nmi(args, data: SvibData) -> None:
+def _cross_nmi(args, data: SvibData) -> np.ndarray | None:
     """Feature-feature NMI over every row's features (no labels; cached on disk), once, when a feature
     count is searched: each fit then only ranks relevance on its own training rows."""
     if all(v is None for v in _features_grid(args)):
-        args.cross_nmi = None
-        return
+        return None
     from matflow.ml.selection import cached_cross_nmi
 
     X = data.X.astype(float)
     X = X.fillna(X.median()).fillna(0.0)
-    args.cross_nmi = cached_cross_nmi(X, "svib", "structure", n_jobs=max(1, args.jobs)).to_numpy()
+    return cached_cross_nmi(X, "svib", "structure", n_jobs=max(1, args.jobs)).to_numpy()
 
 
 def run(args) -> dict:
@@ -278,7 +287,7 @@ def run(args) -> dict:
     t_start = time.perf_counter()
     data = assemble_training_data()
     truth = _fixture_truth(data)
-    _attach_cross_nmi(args, data)
+    cross = _cross_nmi(args, data)
     direct = None
     if args.jobs > 1:
         import multiprocessing
@@ -287,13 +296,13 @@ def run(args) -> dict:
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             # the data go to each job as assembled here, so a labelling run writing rows meanwhile
             # cannot give the folds different snapshots
-            pending = [pool.submit(_run_fold, args, k, data, truth) for k in args.folds]
+            pending = [pool.submit(_run_fold, args, k, data, truth, cross) for k in args.folds]
             direct_future = (None if args.no_direct else
                              pool.submit(_direct_potential_baseline, data, truth, args.seed))
             outputs = [f.result() for f in pending]
             direct = direct_future.result() if direct_future is not None else None
     else:
-        outputs = [_run_fold(args, k, data, truth) for k in args.folds]
+        outputs = [_run_fold(args, k, data, truth, cross) for k in args.folds]
         if not args.no_direct:
             direct = _direct_potential_baseline(data, truth, args.seed)
     folds = [o[0] for o in outputs]
@@ -391,10 +400,7 @@ def ship(args, result: dict | None) -> Path:
     """Fit on every fixture-free row (weight by an inner split of those rows) and write models/svib/<version>."""
     data = assemble_training_data()
     rows = fixture_free_rows(data)
-    _attach_cross_nmi(args, data)
-    params = {"n_estimators": args.ship_members, "epochs": args.epochs, "patience": args.patience, "n_threads": 1,
-              "random_state": args.seed, "lr": args.lr, "cross_nmi": args.cross_nmi}
-    features_grid = _features_grid(args)
+    params = _fold_params(args, _cross_nmi(args, data)) | {"n_estimators": args.ship_members}
     if result is not None and all("chosen" in f["potential_weight"] for f in result["folds"]):
         chosen = [(f["potential_weight"]["chosen"], f["potential_weight"].get("chosen_n_features"))
                   for f in result["folds"]]
@@ -403,13 +409,9 @@ def ship(args, result: dict | None) -> Path:
         choice = {"chosen": best[0], "chosen_n_features": best[1],
                   "rule": "most frequent choice of the benchmark folds' inner splits (training rows only): "
                           f"{[list(c) for c in chosen]}"}
-    elif len(args.weights) * len(features_grid) > 1:
-        choice = _inner_choice(data, rows, params | {"epochs": min(args.epochs, args.inner_epochs)}, args.weights,
-                               args.seed, features_grid)
     else:
-        choice = {"chosen": args.weights[0], "chosen_n_features": features_grid[0]}
-    est = _fit(data, rows, params | {"potential_weight": choice["chosen"],
-                                     "n_features": choice.get("chosen_n_features")})
+        choice = _choose(args, data, rows, params, args.seed)
+    est = _fit(data, rows, params | _chosen_params(choice))
     snap = data.snapshot
     counts = est.label_counts_
     pot = snap.get("potential") or "none"

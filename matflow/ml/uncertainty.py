@@ -280,7 +280,6 @@ class DistanceWidening:
         self.edges_ = np.unique(np.concatenate([near.edges_, far.edges_]))
         self.edges_ = self.edges_[self.edges_ <= far.max_distance]
         self.factor_ = near.factor(self.edges_, extend=True) * far.factor(self.edges_)
-        self.near_ = near
         self.n_calibration_ = len(distance)
         return self
 
