@@ -55,21 +55,21 @@ def test_altered_preset_key_warns_and_strict_refuses(tmp_path):
         manifest["package_versions"]["matminer"] = "0.9.0"
         manifest["featurizer"]["preset_versions"]["matminer"] = "0.9.0"  # recorded with the preset key
 
-    _copy_model(tmp_path, "alexandria_cv300", "v3", edit)
+    _copy_model(tmp_path, "alexandria_cv300", "v4", edit)
     installed = get_preset("structure").key()
     with pytest.warns(PresetMismatchWarning,
-                      match=rf"alexandria_cv300@v3 was trained with featurizer preset 'structure' key "
+                      match=rf"alexandria_cv300@v4 was trained with featurizer preset 'structure' key "
                             rf"0123456789abcdef, the installed featurizers give {installed} \(package versions "
                             r"differ: matminer 0\.9\.0 -> .*\); predictions may be off"):
-        model = load("alexandria_cv300", "v3", root=tmp_path)
-    assert model.version == "v3"
-    with pytest.raises(ModelLoadError, match=r"alexandria_cv300@v3: .*key 0123456789abcdef.*refused"):
-        load("alexandria_cv300", "v3", root=tmp_path, strict_preset=True)
+        model = load("alexandria_cv300", "v4", root=tmp_path)
+    assert model.version == "v4"
+    with pytest.raises(ModelLoadError, match=r"alexandria_cv300@v4: .*key 0123456789abcdef.*refused"):
+        load("alexandria_cv300", "v4", root=tmp_path, strict_preset=True)
     with pytest.raises(ModelLoadError, match="none of its 1 version"), pytest.warns(UserWarning):
         load("alexandria_cv300", root=tmp_path, strict_preset=True)
     with warnings.catch_warnings():  # loadable: a mismatch is not a broken version
         warnings.simplefilter("error")
-        assert list_versions("alexandria_cv300", tmp_path, valid_only=True) == ["v3"]
+        assert list_versions("alexandria_cv300", tmp_path, valid_only=True) == ["v4"]
 
 
 def test_chgnet_model_warns_when_the_installed_chgnet_differs(tmp_path, monkeypatch):

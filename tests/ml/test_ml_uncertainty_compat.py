@@ -1,8 +1,8 @@
 """Saved models keep predicting what they predicted when they were registered.
 
 Reference values: the shipped ``structure``-preset models on the features of NaCl and the first two DFPT
-fixture materials, recorded when alexandria_cv300 v3 and matbench_phonons v8 were registered (both with
-the distance widening); the second row has five of the model's selected features set to NaN so the
+fixture materials, recorded when alexandria_cv300 v4 (two-stage widening) and matbench_phonons v8 (one-stage widening, loaded
+as ``"pooled"``) were registered; the second row has five of the model's selected features set to NaN so the
 stored training medians are exercised. A model saved before the widening still loads without one.
 """
 
@@ -20,10 +20,10 @@ from matflow.settings import PROJECT_ROOT
 DATA = Path(__file__).parent.parent / "data"
 
 REFERENCE = {
-    "alexandria_cv300@v3": {
-        "mean": [23.995342152, 21.357976812, 13.564825785],
-        "lower": [23.551605896, 19.84777191, 12.876310329],
-        "upper": [24.439078409, 22.868181714, 14.253341241],
+    "alexandria_cv300@v4": {
+        "mean": [24.07427578, 20.756495173, 13.673943218],
+        "lower": [23.638662391, 18.65514472, 13.067973294],
+        "upper": [24.50988917, 22.857845626, 14.279913142],
     },
     "matbench_phonons@v8": {
         "mean": [195.363384625, 811.985847919, 931.073017465],
@@ -49,6 +49,7 @@ def test_shipped_model_predictions_unchanged(spec, features):
     model = load(*spec.split("@"), root=PROJECT_ROOT / "models")
     est = model.estimator
     assert est.widening_ is not None
+    assert est.widening_form == {"alexandria_cv300@v4": "two_stage", "matbench_phonons@v8": "pooled"}[spec]
     X = features[model.manifest["featurizer"]["feature_names_in"]].copy()
     X.loc[X.index[1], est.selected_names_[:5]] = np.nan
     pred = est.predict_dist(X)
