@@ -226,6 +226,21 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _widening_lines(estimator: dict) -> list[str]:
+    """The card's line on how intervals widen away from the training data (none for older models)."""
+    params = estimator.get("params", {})
+    if not params.get("widening") or not estimator.get("widening_n_calibration"):
+        return []
+    form = params.get("widening_form", "pooled")
+    how = ("two stages: w_near(d) from out-of-fold rows, allowed below 1, times w_far(d) >= 1 from all "
+           "calibration rows (out of fold and of held-out groups)" if form == "two_stage" else
+           "one stage: w(d) >= 1 from out-of-fold and held-out-group rows pooled")
+    return [f"- Distance widening ({form}): the half-width is multiplied by a factor of the distance d to the "
+            f"training rows, in {how} ({params.get('widening_groups')} groups, "
+            f"{estimator['widening_n_calibration']} calibration scores); no interval is given farther than "
+            "any calibration row."]
+
+
 def model_card(manifest: dict) -> str:
     """Markdown model card: data, metrics, uncertainty, limits, selected features with relevance."""
     t_lines = [f"| {t['name']} | `{t.get('column', '')}` | {t.get('unit', '')} | {t['n_outputs']} |"
@@ -271,6 +286,7 @@ def model_card(manifest: dict) -> str:
         f"- MODNet-style network (shared/group/property blocks {est['widths']}, {est['activation']}), "
         f"{manifest['estimator']['n_members']} ensemble members, {len(manifest['selected_features'])} NMI-selected features.",
         f"- Intervals: {unc['method']}; nominal coverage {unc['coverage']:.0%}, {calibrated_on}.",
+        *_widening_lines(manifest["estimator"]),
         f"- Applicability: {unc['applicability']['method']}; in domain when below {unc['applicability']['threshold']:.4g} "
         f"({unc['applicability']['training_quantile']:.0%} of training rows are).",
         "",

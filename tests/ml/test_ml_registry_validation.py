@@ -258,3 +258,19 @@ def test_the_shipped_models_dir_has_the_documented_versions():
     shipped = {(p.parent.parent.name, p.parent.name) for p in SHIPPED.glob("*/*/manifest.json")}
     documented = {(NAME, v) for v in ("v8", "v9")} | {("alexandria_cv300", "v4")}
     assert documented <= shipped
+
+
+def test_the_card_says_how_intervals_widen():
+    from matflow.ml.registry import _widening_lines
+
+    two = {"params": {"widening": True, "widening_form": "two_stage", "widening_groups": 5},
+           "widening_n_calibration": 2340}
+    (line,) = _widening_lines(two)
+    assert "(two_stage)" in line and "w_near(d)" in line and "2340 calibration scores" in line
+    older = {"params": {"widening": True, "widening_groups": 5}, "widening_n_calibration": 2530}
+    assert "(pooled)" in _widening_lines(older)[0]  # saved before the form existed: one stage
+    assert _widening_lines({"params": {"widening": False}}) == []
+    for spec in ("alexandria_cv300/v4", "matbench_phonons/v8", "matbench_phonons/v9"):
+        card = (SHIPPED / spec / "README.md").read_text()
+        manifest = json.loads((SHIPPED / spec / "manifest.json").read_text())
+        assert _widening_lines(manifest["estimator"])[0] in card
