@@ -73,19 +73,19 @@ def test_altered_preset_key_warns_and_strict_refuses(tmp_path):
 
 
 def test_chgnet_model_warns_when_the_installed_chgnet_differs(tmp_path, monkeypatch):
-    _copy_model(tmp_path, "matbench_phonons", "v9",
+    _copy_model(tmp_path, "matbench_phonons", "v10",
                 lambda m: m["featurizer"].update(preset_versions=get_preset(m["featurizer"]["preset"]).versions()))
     old = tmp_path / "old"  # a manifest written before preset_versions were recorded
-    _copy_model(old, "matbench_phonons", "v9", lambda m: m["featurizer"].pop("preset_versions", None))
+    _copy_model(old, "matbench_phonons", "v10", lambda m: m["featurizer"].pop("preset_versions", None))
     real = presets_module._package_version
     monkeypatch.setattr(presets_module, "_package_version", lambda n: "99.0.0" if n == "chgnet" else real(n))
     for preset in PRESETS.values():
         preset._key.clear()
     try:
         with pytest.warns(PresetMismatchWarning, match=r"structure-chgnet-full.*chgnet \S+ -> 99\.0\.0"):
-            load("matbench_phonons", "v9", root=tmp_path)
+            load("matbench_phonons", "v10", root=tmp_path)
         with pytest.warns(PresetMismatchWarning, match=r"versions of .*chgnet.* were not recorded"):
-            load("matbench_phonons", "v9", root=old)
+            load("matbench_phonons", "v10", root=old)
     finally:
         for preset in PRESETS.values():
             preset._key.clear()

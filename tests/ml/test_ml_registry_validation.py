@@ -146,7 +146,7 @@ def test_unreadable_weights_with_a_matching_checksum_are_a_clear_error(v8):
 
 
 def test_weights_of_another_model_are_a_clear_error(tmp_path, v8):
-    other = _copy(tmp_path / "other", "v9")
+    other = _copy(tmp_path / "other", "v10")
     shutil.copy(other / "weights.safetensors", v8 / "weights.safetensors")
     _write(v8, _set(_manifest(v8), "weights.sha256", _manifest(other)["weights"]["sha256"]))
     with pytest.raises(ModelLoadError, match=f"^model {NAME}@v8: weights do not fit the manifest") as info:
@@ -162,34 +162,34 @@ def test_weights_file_cannot_point_outside_the_version_folder(v8):
 
 def test_latest_skips_a_broken_newest_version_with_a_warning(v8):
     root = v8.parent.parent
-    v9 = _copy(root, "v9")
-    _write(v9, _set(_manifest(v9), "targets.0.unit", 5))
-    with pytest.warns(SkippedVersionWarning, match=rf"{NAME}@v9 is broken.*'targets.0.unit': expected a string"):
+    v10 = _copy(root, "v10")
+    _write(v10, _set(_manifest(v10), "targets.0.unit", 5))
+    with pytest.warns(SkippedVersionWarning, match=rf"{NAME}@v10 is broken.*'targets.0.unit': expected a string"):
         model = load(NAME, root=root)
     assert model.version == "v8"
     assert model.manifest["targets"][0]["unit"] == "cm^-1"
-    with pytest.raises(ModelLoadError, match=f"^model {NAME}@v9: manifest field 'targets.0.unit'"):
-        load(NAME, "v9", root=root)
-    assert list_versions(NAME, root) == ["v8", "v9"]
-    with pytest.warns(SkippedVersionWarning, match=f"{NAME}@v9"):
+    with pytest.raises(ModelLoadError, match=f"^model {NAME}@v10: manifest field 'targets.0.unit'"):
+        load(NAME, "v10", root=root)
+    assert list_versions(NAME, root) == ["v8", "v10"]
+    with pytest.warns(SkippedVersionWarning, match=f"{NAME}@v10"):
         assert list_versions(NAME, root, valid_only=True) == ["v8"]
 
 
 def test_latest_skips_truncated_weights(v8):
     root = v8.parent.parent
-    weights = _copy(root, "v9") / "weights.safetensors"
+    weights = _copy(root, "v10") / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.warns(SkippedVersionWarning, match=f"{NAME}@v9 is broken.*sha256"):
+    with pytest.warns(SkippedVersionWarning, match=f"{NAME}@v10 is broken.*sha256"):
         assert load(NAME, root=root).version == "v8"
 
 
 def test_latest_with_every_version_broken_is_one_clear_error(v8):
     root = v8.parent.parent
-    v9 = _copy(root, "v9")
-    for folder in (v8, v9):
+    v10 = _copy(root, "v10")
+    for folder in (v8, v10):
         _write(folder, _set(_manifest(folder), "estimator.y_ndim", ...))
     with (pytest.warns(SkippedVersionWarning),
-          pytest.raises(ModelLoadError, match=f"^model {NAME}: none of its 2 version.s. loads; newest {NAME}@v9: "
+          pytest.raises(ModelLoadError, match=f"^model {NAME}: none of its 2 version.s. loads; newest {NAME}@v10: "
                                               "manifest field 'estimator.y_ndim': missing")):
         load(NAME, root=root)
 
@@ -256,7 +256,7 @@ def test_every_shipped_manifest_validates(path):
 def test_the_shipped_models_dir_has_the_documented_versions():
     """The versions the README names (latest, most accurate, and the earlier loadable ones)."""
     shipped = {(p.parent.parent.name, p.parent.name) for p in SHIPPED.glob("*/*/manifest.json")}
-    documented = {(NAME, v) for v in ("v8", "v9")} | {("alexandria_cv300", "v4")}
+    documented = {(NAME, v) for v in ("v8", "v10")} | {("alexandria_cv300", "v4")}
     assert documented <= shipped
 
 
@@ -270,7 +270,7 @@ def test_the_card_says_how_intervals_widen():
     older = {"params": {"widening": True, "widening_groups": 5}, "widening_n_calibration": 2530}
     assert "(pooled)" in _widening_lines(older)[0]  # saved before the form existed: one stage
     assert _widening_lines({"params": {"widening": False}}) == []
-    for spec in ("alexandria_cv300/v4", "matbench_phonons/v8", "matbench_phonons/v9"):
+    for spec in ("alexandria_cv300/v4", "matbench_phonons/v8", "matbench_phonons/v10"):
         card = (SHIPPED / spec / "README.md").read_text()
         manifest = json.loads((SHIPPED / spec / "manifest.json").read_text())
         assert _widening_lines(manifest["estimator"])[0] in card

@@ -22,7 +22,7 @@ runner = CliRunner()
 
 @pytest.mark.parametrize(("spec", "low", "high", "calibration"), [
     ("matbench_phonons", 100.0, 400.0, "cross"),   # NaCl: highest optical phonon peak ~ 150-260 cm^-1
-    # latest (v9) uses CHGNet phonon features, the lowest nested MAE; v8 the fast structure features
+    # latest (v10) uses CHGNet phonon features, the lowest nested MAE; v8 the fast structure features
     ("alexandria_cv300", 20.0, 25.5, "cross"),     # NaCl at 300 K is close to the Dulong-Petit 3R = 24.9
     ("matbench_phonons@v8", 100.0, 400.0, "cross"),
 ])
