@@ -31,9 +31,9 @@ run near 20 minutes on 2 busy cores; it is written to the JSON with the results.
     python benchmarks/ood_coverage.py            # writes benchmarks/results/ood_coverage.json
     python benchmarks/ood_coverage.py --dataset matbench_phonons   # ood_coverage_matbench_phonons.json
     python benchmarks/ood_coverage.py --inner-of 0 --splits random,chemical_system --no-fixture
-        # the same splits inside the training rows of outer fold 0 (KFold(5, shuffle, seed 0), the nested
-        # benchmark's Alexandria folds): a choice between widening forms made from these figures never sees
-        # that fold's test rows -> ood_coverage_inner0.json
+        # the same splits inside the training rows of outer fold 0 of the dataset's benchmark folds (those
+        # benchmarks/modnet.py evaluates on): a choice between widening forms made from these figures never
+        # sees that fold's test rows -> ood_coverage_inner0.json
 """
 
 from __future__ import annotations
@@ -163,8 +163,9 @@ def run_split(X: pd.DataFrame, y: np.ndarray, systems: np.ndarray, folds: list, 
             fold[variant] = _metrics(y[te], pred, systems[te])
             pooled[variant].append((y[te], pred))
         names, counts = np.unique(systems[te], return_counts=True)
-        largest = systems[te] == names[np.argmax(counts)]
-        fold["largest_system"] = {"system": str(names[np.argmax(counts)]), "n": int(counts.max())} | {
+        biggest = names[np.argmax(counts)]
+        largest = systems[te] == biggest
+        fold["largest_system"] = {"system": str(biggest), "n": int(counts.max())} | {
             variant: _metrics(y[te][largest], _subset(preds[variant], largest))["coverage"]
             for variant in ("before", "after", "after_pooled")}
         if check_switch and k == 0:
@@ -184,6 +185,7 @@ def run_split(X: pd.DataFrame, y: np.ndarray, systems: np.ndarray, folds: list, 
             f"({fold.get('after_elements', {}).get('n_with_interval', '-')}/{len(te)} with interval) ({wall:.0f} s)")
         per_fold.append(fold)
     out = {"folds": per_fold}
+    pooled_systems = np.concatenate([systems[te] for _, te in folds])
     for variant, parts in pooled.items():
         if not parts:
             continue
@@ -192,7 +194,7 @@ def run_split(X: pd.DataFrame, y: np.ndarray, systems: np.ndarray, folds: list, 
                for f in ("mean", "lower", "upper", "in_domain", "interval_ok")}
         if variant == "after_elements":
             cat["n_unseen_element"] = int(sum(p[1].n_unseen_element for p in parts))
-        out[variant] = _metrics(yy, _Pooled(**cat), np.concatenate([systems[te] for _, te in folds]))
+        out[variant] = _metrics(yy, _Pooled(**cat), pooled_systems)
     return out
 
 
@@ -289,11 +291,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-fixture", action="store_true")
     parser.add_argument("--n-jobs", type=int, default=1, help="featurization processes (cache misses only)")
     parser.add_argument("--inner-of", type=int, default=None, metavar="K",
-                        help="run the splits on the training rows of outer fold K only (KFold(5, shuffle, seed 0))")
+                        help="run the splits on the training rows of outer fold K of the dataset's benchmark folds")
     parser.add_argument("--out", default=None, help="default: results/ood_coverage[_DATASET][_innerK].json")
     args = parser.parse_args(argv)
     from matflow.datasets import load_alexandria_cv300, load_matbench_phonons
-    from matflow.ml.train import featurize_dataset
+    from matflow.ml.train import default_folds, default_folds_text, featurize_dataset
 
     dataset = args.dataset
     default_name = "ood_coverage" + ("" if dataset == DATASET else f"_{dataset}")
@@ -311,7 +313,9 @@ def main(argv=None) -> dict:
     formulas = np.array([s.composition.formula for s in structures])
     outer_rows = None
     if args.inner_of is not None:
-        outer_rows, _ = list(KFold(5, shuffle=True, random_state=0).split(X))[args.inner_of]
+        train_pos, _ = default_folds(data)[args.inner_of]  # the nested benchmark's outer folds, mapped as there
+        where = {int(p): i for i, p in enumerate(data.row_index)}
+        outer_rows = np.array([where[p] for p in train_pos if p in where], dtype=int)
         X, y, formulas = X.iloc[outer_rows], y[outer_rows], formulas[outer_rows]
         labels = {k: v[outer_rows] for k, v in labels.items()}
     t_feat = time.perf_counter() - t_start
@@ -320,7 +324,7 @@ def main(argv=None) -> dict:
               "config": {k: (list(map(list, v)) if k == "widths" else v) for k, v in CONFIG.items()},
               "splits": {}}
     if outer_rows is not None:
-        result["inner_of_outer_fold"] = {"outer_folds": "KFold(5, shuffle=True, random_state=0)",
+        result["inner_of_outer_fold"] = {"outer_folds": default_folds_text(dataset),
                                          "fold": args.inner_of, "n_training_rows": int(len(outer_rows))}
     for split in args.splits.split(","):
         if split == "random":

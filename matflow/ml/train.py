@@ -360,12 +360,17 @@ def check_version_free(name: str, version: str, root=None, overwrite: bool = Fal
     return target
 
 
+def default_folds_text(dataset: str) -> str:
+    """How ``DATASET_SPECS[dataset].folds`` splits the rows, for results files and model cards."""
+    return {"matbench_phonons": "official Matbench v0.1 folds (KFold(5, shuffle=True, random_state=18012019))",
+            "alexandria_cv300": "KFold(5, shuffle=True, random_state=0) over file order"}.get(dataset, "given folds")
+
+
 def protocol_text(dataset: str, *, search: bool, config: str | dict = "default", inner_rule: str = "",
                   folds_text: str | None = None) -> str:
     """What saw which rows in ``cross_validate`` (for results files and model cards); ``folds_text``
     describes outer folds other than the dataset's default ones."""
-    folds = folds_text or {"matbench_phonons": "official Matbench v0.1 folds (KFold(5, shuffle=True, random_state=18012019))",
-                           "alexandria_cv300": "KFold(5, shuffle=True, random_state=0) over file order"}.get(dataset, "given folds")
+    folds = folds_text or default_folds_text(dataset)
     common = ("the feature-feature cross-NMI (features only, no labels) is computed once on all rows' features "
               "and shared by every fit, as MODNet does; inside every fit, imputation medians, NMI relevance and "
               "feature selection, target scaling, early stopping and conformal calibration use only that fit's "
