@@ -13,7 +13,8 @@ Every figure is on rows the model did not train on:
   row of a held-out material in the other dataset, and always the 5 DFPT fixture materials (mp-988,
   Si3N4, is also an Alexandria row: dropped). One model per fold serves both comparisons.
 * ``potential_weight`` (weight of the SevenNet-0 DOS and curves) is chosen in each fold by an inner
-  split of the fold's training rows only (80/20), on the standardised DFT errors of the inner rows.
+  split of the fold's training rows only (80/20), on the standardised errors of the inner rows: DFT Cv(300 K),
+  DFT last peak and S(300 K) against the potential's stretched DOS (``--inner-score``).
 * The fixture's S(305 K), Cv(305 K) and 5-800 K curves are predicted by the mean DOS of the 5 fold
   models, none of which saw them.
 * Baselines: the same network trained on one DFT label only (single-target, same folds), direct
@@ -38,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from matflow.atomistic.thermo import R_GAS, THZ_TO_CM1, thermo_from_dos  # noqa: E402
-from matflow.ml.dos import FINE_GRID, DOSHeadRegressor  # noqa: E402
+from matflow.ml.dos import FINE_GRID, DOSHeadRegressor, stretch_dos  # noqa: E402
 from matflow.ml.svib import (  # noqa: E402
     SvibData,
     assemble_training_data,
@@ -51,6 +52,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 MODNET_PAPER_S305_MAE = 0.87  # J/K/mol-atom (0.009 meV/K/atom), De Breuck et al. 2021, ~1,500 DFPT phonon DOSes
 FIXTURE_T = np.arange(5.0, 801.0, 5.0)
+INNER_SCORE_TERMS = ("cv300", "peak", "potential_S300")
+"""What the inner split may score: DFT Cv(300 K), DFT last peak, S(300 K) against the potential's stretched DOS."""
 DIRECT_T = (25.0, 50.0, 100.0, 150.0, 200.0, 250.0, 300.0, 305.0, 400.0, 500.0, 600.0, 700.0, 800.0)
 
 
@@ -62,8 +65,9 @@ NOTES = [
     "gradient at one or two bins only and the peak then hardly trains; the log scale reaches the empty bins above.",
     "The SevenNet-0 DOS labels are stretched in frequency by the median DFT/SevenNet-0 last-peak ratio of the "
     "training rows (about 1.14: SevenNet-0 is softer than the PBEsol DFPT of Matbench) before they enter the loss.",
-    "The inner split scores only DFT errors (Cv(300 K), last peak), so it prefers the smallest potential weight; "
-    "weight 0 is kept out of the grid because then nothing shapes the DOS below its top (S is not a DFT label here).",
+    "Scored on DFT errors alone (Cv(300 K), last peak; svib v1-v5) the inner split prefers the smallest potential "
+    "weight, which loosens the low-frequency DOS that S depends on (svib_v5.json); since v6 it also scores S(300 K) "
+    "against the potential's stretched DOS, the only S label of the training rows. Weight 0 stays out of the grid.",
     "Members are cross-fitted over max(members, 5) folds so each trains on 80 % of the rows; with 2 members on 2 "
     "folds each member saw half the rows and every error was larger.",
     "Output bin width (svib_bins.json, fold 0, one member): 0.2, 0.5 and 1.0 THz give similar errors; 0.5 kept.",
@@ -107,16 +111,29 @@ def _dft_scores(est: DOSHeadRegressor, data: SvibData, rows: np.ndarray) -> dict
     return out
 
 
+def _potential_S300(data: SvibData, rows: np.ndarray, stretch: float) -> tuple[np.ndarray, np.ndarray]:
+    """(rows with a potential DOS, their S(300 K) from that DOS stretched as the fit stretched its labels)."""
+    rows = rows[np.isfinite(data.targets["dos_pot"][rows]).all(axis=1)]
+    dos = stretch_dos(data.targets["dos_pot"][rows], stretch)
+    return rows, thermo_from_dos(dos, [300.0], FINE_GRID)["S_J_per_K_mol_atom"][:, 0]
+
+
 def _inner_choice(data: SvibData, train: np.ndarray, params: dict, grid: list[float], seed: int,
-                  features_grid: tuple = (None,)) -> dict:
+                  features_grid: tuple = (None,), score_terms: tuple[str, ...] = INNER_SCORE_TERMS) -> dict:
     """potential_weight (and, with several ``features_grid`` entries, the NMI feature count; None = every
-    feature) by an 80/20 split of the outer training rows: standardised DFT MAE, lowest wins."""
+    feature) by an 80/20 split of the outer training rows: the sum of ``score_terms``' MAEs, each over its
+    standard deviation on the training rows, lowest wins. ``potential_S300`` scores S(300 K) against the
+    potential's (stretched) DOS: the only S label the training rows have, so the choice sees S at all."""
+    unknown = set(score_terms) - set(INNER_SCORE_TERMS)
+    if unknown:
+        raise ValueError(f"unknown inner score term(s) {sorted(unknown)}; known: {', '.join(INNER_SCORE_TERMS)}")
     rng = np.random.default_rng(seed)
     perm = rng.permutation(train)
     n_val = len(perm) // 5
     inner_val, inner_fit = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-    sd_cv = np.nanstd(data.targets["cv300"][train])
-    sd_pk = np.nanstd(data.targets["peak_THz"][train]) * THZ_TO_CM1
+    sd = {"cv300": np.nanstd(data.targets["cv300"][train]),
+          "peak": np.nanstd(data.targets["peak_THz"][train]) * THZ_TO_CM1,
+          "potential_S300": float(np.std(_potential_S300(data, train, 1.0)[1]))}
     scores, keys = {}, {}
     for n_features in features_grid:
         for w in grid:
@@ -124,10 +141,15 @@ def _inner_choice(data: SvibData, train: np.ndarray, params: dict, grid: list[fl
             keys[key] = (w, n_features)
             est = _fit(data, inner_fit, params | {"potential_weight": w, "n_estimators": 1, "n_features": n_features})
             s = _dft_scores(est, data, inner_val)
-            scores[key] = {"cv300_mae": s["cv300"]["mae"], "peak_mae_cm1": s["peak"]["mae_cm1_proxy"],
-                           "score": s["cv300"]["mae"] / sd_cv + s["peak"]["mae_cm1_proxy"] / sd_pk}
+            maes = {"cv300": s["cv300"]["mae"], "peak": s["peak"]["mae_cm1_proxy"]}
+            if "potential_S300" in score_terms:
+                s_rows, s_ref = _potential_S300(data, inner_val, est.stretch_)
+                maes["potential_S300"] = _mae(est.predict_thermo(data.X.iloc[s_rows].to_numpy(), [300.0]).S[:, 0], s_ref)
+            scores[key] = {"cv300_mae": maes["cv300"], "peak_mae_cm1": maes["peak"],
+                           **({"potential_S300_mae": maes["potential_S300"]} if "potential_S300" in maes else {}),
+                           "score": float(sum(maes[t] / sd[t] for t in score_terms))}
     best = min(keys, key=lambda k: scores[k]["score"])
-    return {"chosen": keys[best][0], "chosen_n_features": keys[best][1], "grid": scores,
+    return {"chosen": keys[best][0], "chosen_n_features": keys[best][1], "grid": scores, "score_terms": list(score_terms),
             "n_inner_fit": int(inner_fit.size), "n_inner_val": int(n_val)}
 
 
@@ -136,7 +158,7 @@ def _choose(args, data: SvibData, rows: np.ndarray, params: dict, seed: int) -> 
     features_grid = _features_grid(args)
     if len(args.weights) * len(features_grid) > 1:
         return _inner_choice(data, rows, params | {"epochs": min(args.epochs, args.inner_epochs)}, args.weights,
-                             seed, features_grid)
+                             seed, features_grid, tuple(args.inner_score))
     return {"chosen": args.weights[0], "chosen_n_features": features_grid[0]}
 
 
@@ -340,7 +362,7 @@ def run(args) -> dict:
         "settings": {"members": args.members, "epochs": args.epochs, "patience": args.patience, "lr": args.lr,
                      "single_target_folds": args.single_folds,
                      "inner_epochs": args.inner_epochs, "potential_weight_grid": args.weights,
-                     "n_features_grid": list(args.n_features), "seed": args.seed,
+                     "n_features_grid": list(args.n_features), "inner_score": list(args.inner_score), "seed": args.seed,
                      "estimator": DOSHeadRegressor().get_params() | {"n_estimators": args.members, "epochs": args.epochs}},
         "labels": {"counts": data.counts, "potential_snapshot": {k: v for k, v in data.snapshot.items()
                                                                  if k not in ("temperatures_K",)}},
@@ -504,6 +526,8 @@ def main() -> None:
                          "potential's DOS nothing shapes the DOS below its top)")
     ap.add_argument("--n-features", nargs="+", default=["all"],
                     help="NMI feature counts for the inner split to choose from ('all' = every feature)")
+    ap.add_argument("--inner-score", nargs="+", default=list(INNER_SCORE_TERMS), choices=INNER_SCORE_TERMS,
+                    help="terms of the inner split's score (svib v1-v5: cv300 peak)")
     ap.add_argument("--note", action="append", default=[], help="a remark stored in the JSON's notes (repeatable)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=1, help="outer folds fitted at once, one process each")

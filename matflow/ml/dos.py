@@ -68,7 +68,7 @@ from matflow.ml.network import load_member, members_to_tensors
 from matflow.ml.uncertainty import ApplicabilityDomain, conformal_quantile
 
 __all__ = ["DOSHeadRegressor", "DOS_FORMAT", "DOS_FORMAT_VERSION", "LABEL_TERMS", "CALIBRATION_TEMPERATURES_K",
-           "DOSNet", "loss_terms", "prepare_targets"]
+           "DOSNet", "loss_terms", "prepare_targets", "stretch_dos"]
 
 DOS_FORMAT = "matflow-dos"
 DOS_FORMAT_VERSION = 1
@@ -198,6 +198,14 @@ def loss_terms(log_p: torch.Tensor, labels: Mapping[str, torch.Tensor], scales: 
     else:
         out["dos_pot"] = (log_p.new_zeros(()), 0)
     return out
+
+
+def stretch_dos(dos: np.ndarray, s: float) -> np.ndarray:
+    """DOSes on ``FINE_GRID`` (rows, bins) with every frequency multiplied by ``s``, renormalised to 3
+    modes per atom: how a softer potential's labels are put on the DFT frequency scale."""
+    nu = FINE_GRID.centres_THz
+    dos = np.stack([np.interp(nu / s, nu, d, left=0.0, right=0.0) for d in np.atleast_2d(dos)])
+    return 3.0 * dos / (dos.sum(-1, keepdims=True) * FINE_GRID.bin_THz)
 
 
 @dataclass
@@ -424,9 +432,7 @@ class DOSHeadRegressor(BaseEstimator):
         rows = np.flatnonzero(np.isfinite(y["dos_pot"]).all(axis=1))
         if rows.size == 0:
             return y
-        nu = FINE_GRID.centres_THz
-        dos = np.stack([np.interp(nu / s, nu, d, left=0.0, right=0.0) for d in y["dos_pot"][rows]])
-        dos = 3.0 * dos / (dos.sum(-1, keepdims=True) * FINE_GRID.bin_THz)
+        dos = stretch_dos(y["dos_pot"][rows], s)
         y["dos_pot"] = y["dos_pot"].copy()
         y["dos_pot"][rows] = dos
         curve_T = [float(t) for t in np.ravel(y.get("_curve_T", []))]

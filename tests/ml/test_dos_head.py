@@ -17,6 +17,7 @@ from matflow.ml.dos import (
     coarse_to_fine,
     loss_terms,
     prepare_targets,
+    stretch_dos,
 )
 from matflow.ml.registry import load
 from matflow.ml.svib import load_potential_labels, save_dos_model
@@ -199,6 +200,10 @@ def test_potential_stretch_moves_the_potential_dos_onto_the_dft_peaks():
     mean_nu = (stretched["dos_pot"] * GRID.bin_THz * GRID.centres_THz).sum(-1) / 3.0
     np.testing.assert_allclose(mean_nu, 1.2 * nu, atol=0.1)
     np.testing.assert_allclose(stretched["dos_pot"].sum(-1) * GRID.bin_THz, 3.0, rtol=1e-9)
+    np.testing.assert_allclose(stretch_dos(dos, 1.2), stretched["dos_pot"])  # one definition of the stretch
+    einstein_S = harmonic_thermo(GRID.centres_THz, stretch_dos(dos[:1], 2.0) * GRID.bin_THz, [300.0])
+    assert einstein_S["S_J_per_K_mol_atom"][0, 0] < harmonic_thermo(
+        GRID.centres_THz, dos[:1] * GRID.bin_THz, [300.0])["S_J_per_K_mol_atom"][0, 0]  # stiffer: less entropy
     assert DOSHeadRegressor(hidden=(8,), epochs=2, n_estimators=1, potential_stretch=1.0).fit(X, y).stretch_ == 1.0
     with pytest.raises(ValueError, match="potential_stretch"):
         DOSHeadRegressor(n_estimators=1, epochs=1, potential_stretch=5.0).fit(X, y)
