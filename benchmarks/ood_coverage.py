@@ -11,6 +11,10 @@ and out-of-group rows pooled, w >= 1, read at the AD distance), reports 90 % cov
 - a grouped 5-fold split by chemical system (sorted element set): no test system is in training;
 - a grouped 5-fold split by anion (most electronegative element): a whole anion family is unseen;
 
+``after_family_system`` / ``after_family_formula`` refit the two-stage w(d) on the same calibration rows
+with each row weighted by 1 / (rows of its chemical system / reduced formula among the training rows),
+so a family of polymorphs weighs as one row (``DistanceWidening.fit_two_stage(..., weights=...)``).
+
 ``after_elements`` is ``after`` as ``matflow predict`` shows it: a test row with an element that no
 training row of its fold has gets no interval (``matflow.ml.predict.unseen_elements``), whatever its
 feature distance; the anion split holds out whole anion families, so there this check answers for the
@@ -85,12 +89,31 @@ def _pooled_form(est: MODNetRegressor) -> MODNetRegressor:
     return twin
 
 
+def _family_weights(families: np.ndarray) -> np.ndarray:
+    """1 / (rows of the same family among the training rows): a family weighs as one row."""
+    _, inverse, counts = np.unique(families, return_inverse=True, return_counts=True)
+    return 1.0 / counts[inverse]
+
+
+def _family_form(est: MODNetRegressor, families: np.ndarray) -> MODNetRegressor:
+    """The same fitted model with the two-stage w(d) refitted on its own calibration rows, each row
+    weighted by 1 / (size of its family among the training rows) in both stages' quantiles."""
+    twin = copy.copy(est)
+    distance, scores = est.widening_calibration_
+    n = len(families)
+    w = _family_weights(families)
+    twin.widening_ = DistanceWidening(est.coverage).fit_two_stage(distance[:n], scores[:n], distance, scores,
+                                                                  near_weights=w, weights=np.tile(w, 2))
+    return twin
+
+
 class _Pooled:
     def __init__(self, **arrays):
         self.__dict__.update(arrays)
 
 
-VARIANTS = ("before", "after", "after_groups", "after_pooled", "after_groups_pooled", "after_elements")
+VARIANTS = ("before", "after", "after_groups", "after_pooled", "after_groups_pooled", "after_family_formula",
+            "after_family_system", "after_elements")
 
 
 def _subset(pred, rows: np.ndarray) -> _Pooled:
@@ -107,15 +130,21 @@ def _withhold_unseen(pred, formulas: np.ndarray, seen: set[str]) -> _Pooled:
                    interval_ok=ok, n_unseen_element=int(unseen.sum()))
 
 
-def _fit_variants(X: pd.DataFrame, y: np.ndarray, systems: np.ndarray, random_state: int) -> tuple[dict, float]:
-    """Fitted models of the three variants (the first two are one fit) and the wall time of that fit."""
+def _fit_variants(X: pd.DataFrame, y: np.ndarray, systems: np.ndarray, random_state: int,
+                  reduced_formulas: np.ndarray | None = None) -> tuple[dict, float]:
+    """Fitted models of the variants (two fits: without and with chemical-system groups; the other
+    variants reuse their networks and calibration rows) and the wall time of the first fit."""
     est = MODNetRegressor(**CONFIG, random_state=random_state, n_threads=1)
     t0 = time.perf_counter()
     est.fit(X, y)
     wall = time.perf_counter() - t0
     by_system = MODNetRegressor(**CONFIG, random_state=random_state, n_threads=1).fit(X, y, groups=systems)
-    return {"before": _unwidened(est), "after": est, "after_groups": by_system,
-            "after_pooled": _pooled_form(est), "after_groups_pooled": _pooled_form(by_system)}, wall
+    variants = {"before": _unwidened(est), "after": est, "after_groups": by_system,
+                "after_pooled": _pooled_form(est), "after_groups_pooled": _pooled_form(by_system),
+                "after_family_system": _family_form(est, systems)}
+    if reduced_formulas is not None:
+        variants["after_family_formula"] = _family_form(est, reduced_formulas)
+    return variants, wall
 
 
 def _system_weighted(hit: np.ndarray, ok: np.ndarray, systems: np.ndarray) -> float | None:
@@ -148,10 +177,11 @@ def _metrics(y: np.ndarray, pred, systems: np.ndarray | None = None) -> dict:
 
 def run_split(X: pd.DataFrame, y: np.ndarray, systems: np.ndarray, folds: list, name: str, log=print,
               check_switch: bool = False, formulas: np.ndarray | None = None) -> dict:
+    reduced = None if formulas is None else np.array([_reduced_formula(f) for f in formulas])
     pooled = {v: [] for v in VARIANTS}
     per_fold = []
     for k, (tr, te) in enumerate(folds):
-        models, wall = _fit_variants(X.iloc[tr], y[tr], systems[tr], k)
+        models, wall = _fit_variants(X.iloc[tr], y[tr], systems[tr], k, None if reduced is None else reduced[tr])
         preds = {v: m.predict_dist(X.iloc[te]) for v, m in models.items()}
         if formulas is not None:
             seen = {el for f in formulas[tr] for el in _elements(f)}
@@ -167,7 +197,8 @@ def run_split(X: pd.DataFrame, y: np.ndarray, systems: np.ndarray, folds: list, 
         largest = systems[te] == biggest
         fold["largest_system"] = {"system": str(biggest), "n": int(counts.max())} | {
             variant: _metrics(y[te][largest], _subset(preds[variant], largest))["coverage"]
-            for variant in ("before", "after", "after_pooled")}
+            for variant in ("before", "after", "after_pooled", "after_family_formula", "after_family_system")
+            if variant in preds}
         if check_switch and k == 0:
             off = MODNetRegressor(**CONFIG, random_state=k, n_threads=1, widening=False).fit(X.iloc[tr], y[tr])
             p_off = off.predict_dist(X.iloc[te])
@@ -178,7 +209,9 @@ def run_split(X: pd.DataFrame, y: np.ndarray, systems: np.ndarray, folds: list, 
             f"after {fold['after']['coverage']:.3f} ({fold['after']['n_with_interval']}/{len(te)} with interval), "
             f"width {fold['before']['mean_width']:.3f} -> {fold['after']['mean_width']:.3f}; "
             f"with chemical-system groups {fold['after_groups']['coverage']:.3f}; one-stage form "
-            f"{fold['after_pooled']['coverage']:.3f} / {fold['after_groups_pooled']['coverage']:.3f}; "
+            f"{fold['after_pooled']['coverage']:.3f} / {fold['after_groups_pooled']['coverage']:.3f}; family-weighted "
+            f"{_fmt(fold.get('after_family_formula', {}).get('coverage'))} (formula) / "
+            f"{fold['after_family_system']['coverage']:.3f} (system); "
             f"element check {_fmt(fold.get('after_elements', {}).get('coverage'))} "
             f"(system-weighted {fold['before']['coverage_system_weighted']:.3f} -> "
             f"{fold['after']['coverage_system_weighted']:.3f}) "
@@ -196,6 +229,12 @@ def run_split(X: pd.DataFrame, y: np.ndarray, systems: np.ndarray, folds: list, 
             cat["n_unseen_element"] = int(sum(p[1].n_unseen_element for p in parts))
         out[variant] = _metrics(yy, _Pooled(**cat), pooled_systems)
     return out
+
+
+def _reduced_formula(formula: str) -> str:
+    from pymatgen.core import Composition
+
+    return Composition(formula).reduced_formula
 
 
 def _elements(formula: str) -> list[str]:

@@ -73,16 +73,33 @@ __all__ = ["conformal_quantile", "ConformalCalibrator", "CrossConformal", "Appli
 NO_INTERVAL_NOTE = "no calibrated interval: farther from the training data than any calibration row"
 
 
-def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
-    """The ceil((n + 1) * coverage)-th smallest score (inf when n is too small for that coverage)."""
+def conformal_quantile(scores: np.ndarray, coverage: float, weights: np.ndarray | None = None) -> float:
+    """The ceil((n + 1) * coverage)-th smallest score (inf when n is too small for that coverage).
+
+    With ``weights`` (one per score, >= 0): the smallest score whose cumulative weight reaches
+    ``coverage`` of the total plus one mean weight for the new point, the weighted form of the same
+    rule (equal weights give the unweighted quantile). Down-weighting the members of a large family of
+    near-identical rows keeps one family from setting the quantile on its own.
+    """
     if not 0.0 < coverage < 1.0:
         raise ValueError(f"coverage must be in (0, 1), got {coverage}")
-    scores = np.sort(np.asarray(scores, dtype=float).ravel())
-    n = scores.size
-    rank = math.ceil((n + 1) * coverage)
-    if n == 0 or rank > n:
+    scores = np.asarray(scores, dtype=float).ravel()
+    if weights is None:
+        scores = np.sort(scores)
+        n = scores.size
+        rank = math.ceil((n + 1) * coverage)
+        if n == 0 or rank > n:
+            return math.inf
+        return float(scores[rank - 1])
+    weights = np.asarray(weights, dtype=float).ravel()
+    if weights.shape != scores.shape or not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise ValueError("weights need one finite, non-negative value per score")
+    if scores.size == 0 or weights.sum() <= 0:
         return math.inf
-    return float(scores[rank - 1])
+    order = np.argsort(scores, kind="stable")
+    cumulative = np.cumsum(weights[order]) / (weights.sum() + weights.mean())
+    k = int(np.searchsorted(cumulative, coverage * (1.0 - 1e-12), side="left"))
+    return math.inf if k >= scores.size else float(scores[order][k])
 
 
 def empirical_coverage(y: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
@@ -239,45 +256,58 @@ class DistanceWidening:
         self.max_bins = max_bins
         self.floor = floor  # None lets w fall below 1 where the calibration rows say the interval is wide
 
-    def fit(self, distance: np.ndarray, scores: np.ndarray) -> DistanceWidening:
+    def fit(self, distance: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> DistanceWidening:
         """``distance`` (rows,): each calibration row's AD distance to the rows that trained its predictor;
-        ``scores`` (rows, outputs): its absolute residual over the unwidened half-width."""
+        ``scores`` (rows, outputs): its absolute residual over the unwidened half-width; ``weights``
+        (rows,), optional: each row's weight in the bins' quantiles (``conformal_quantile``)."""
         distance = np.asarray(distance, dtype=float).ravel()
         scores = np.atleast_2d(np.asarray(scores, dtype=float).T).T
         if len(distance) != len(scores) or not len(distance):
             raise ValueError("distance and scores need the same, non-zero number of rows")
+        if weights is not None:
+            weights = np.asarray(weights, dtype=float).ravel()
+            if len(weights) != len(distance):
+                raise ValueError(f"weights has {len(weights)} values for {len(distance)} calibration rows")
         order = np.argsort(distance, kind="stable")
         n_bins = int(max(1, min(self.max_bins, len(distance) // max(1, int(self.min_bin)))))
         chunks = np.array_split(order, n_bins)
         self.edges_ = np.array([distance[c].max() for c in chunks])
-        self.factor_ = np.stack([self._isotonic_quantile([scores[c, j] for c in chunks])
+        chunk_weights = [None if weights is None else weights[c] for c in chunks]
+        self.factor_ = np.stack([self._isotonic_quantile([scores[c, j] for c in chunks], chunk_weights)
                                  for j in range(scores.shape[1])], axis=1)
         self.n_calibration_ = len(distance)
         return self
 
-    def _isotonic_quantile(self, bins: list[np.ndarray]) -> np.ndarray:
+    def _isotonic_quantile(self, bins: list[np.ndarray], weights: list[np.ndarray | None]) -> np.ndarray:
         """Per-bin value: nondecreasing, each run of pooled bins at its pooled conformal quantile, >= floor."""
-        runs: list[list] = []  # [number of bins, pooled scores, quantile]
-        for b in bins:
-            runs.append([1, b, conformal_quantile(b, self.coverage)])
-            while len(runs) > 1 and runs[-2][2] > runs[-1][2]:
-                size, pooled, _ = runs.pop()
+        def pooled_weights(run_a, run_b):
+            return None if run_a is None else np.concatenate([run_a, run_b])
+
+        runs: list[list] = []  # [number of bins, pooled scores, pooled weights, quantile]
+        for b, w in zip(bins, weights, strict=True):
+            runs.append([1, b, w, conformal_quantile(b, self.coverage, w)])
+            while len(runs) > 1 and runs[-2][3] > runs[-1][3]:
+                size, pooled, pooled_w, _ = runs.pop()
                 runs[-1][0] += size
                 runs[-1][1] = np.concatenate([runs[-1][1], pooled])
-                runs[-1][2] = conformal_quantile(runs[-1][1], self.coverage)
-        values = np.concatenate([np.full(size, q) for size, _, q in runs])
+                runs[-1][2] = pooled_weights(runs[-1][2], pooled_w)
+                runs[-1][3] = conformal_quantile(runs[-1][1], self.coverage, runs[-1][2])
+        values = np.concatenate([np.full(size, q) for size, _, _, q in runs])
         return values if self.floor is None else np.maximum(values, self.floor)
 
     def fit_two_stage(self, near_distance: np.ndarray, near_scores: np.ndarray,
-                      distance: np.ndarray, scores: np.ndarray) -> DistanceWidening:
+                      distance: np.ndarray, scores: np.ndarray, near_weights: np.ndarray | None = None,
+                      weights: np.ndarray | None = None) -> DistanceWidening:
         """w = w_near(d) * w_far(d): ``near_*`` (out-of-fold rows) give w_near without a floor; all rows'
         scores divided by w_near give w_far (floored at ``floor``). Stored as one step function on the
-        union of both stages' bin edges, so prediction and saving are those of ``fit``."""
-        near = DistanceWidening(self.coverage, self.min_bin, self.max_bins, floor=None).fit(near_distance, near_scores)
+        union of both stages' bin edges, so prediction and saving are those of ``fit``. ``near_weights``
+        and ``weights``: optional per-row weights of the two stages' quantiles."""
+        near = DistanceWidening(self.coverage, self.min_bin, self.max_bins, floor=None).fit(
+            near_distance, near_scores, near_weights)
         distance = np.asarray(distance, dtype=float).ravel()
         scores = np.atleast_2d(np.asarray(scores, dtype=float).T).T
         far = DistanceWidening(self.coverage, self.min_bin, self.max_bins, self.floor).fit(
-            distance, scores / near.factor(distance, extend=True))
+            distance, scores / near.factor(distance, extend=True), weights)
         self.edges_ = np.unique(np.concatenate([near.edges_, far.edges_]))
         self.edges_ = self.edges_[self.edges_ <= far.max_distance]
         self.factor_ = near.factor(self.edges_, extend=True) * far.factor(self.edges_)

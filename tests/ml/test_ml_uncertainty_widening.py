@@ -263,3 +263,32 @@ def test_models_saved_before_the_two_stage_form_load_as_pooled(fitted):
     _, dist = old.domain_.in_domain(Xn)
     assert old.widening_form == "pooled" and old._widening_distance(Xn, dist) is dist
     assert not np.allclose(est._widening_distance(Xn, dist), dist)  # the two-stage form reads a different one
+
+
+@pytest.mark.parametrize("n", [5, 19, 50, 333])
+def test_equal_weights_give_the_unweighted_conformal_quantile(n):
+    scores = np.random.default_rng(n).exponential(size=n)
+    for weight in (1.0, 0.01, 7.0):
+        assert conformal_quantile(scores, 0.9, np.full(n, weight)) == conformal_quantile(scores, 0.9)
+
+
+def test_a_large_family_weighted_as_one_row_no_longer_sets_the_quantile():
+    """400 near-copies that are predicted well and 40 distinct rows that are not: counted by rows the
+    family hides the distinct rows' errors; weighted 1/400 each it weighs as one row."""
+    rng = np.random.default_rng(3)
+    family, distinct = rng.uniform(0.0, 0.2, 400), rng.uniform(1.0, 3.0, 40)
+    scores = np.concatenate([family, distinct])
+    weights = np.concatenate([np.full(400, 1 / 400), np.ones(40)])
+    assert conformal_quantile(scores, 0.9) < 0.2
+    assert conformal_quantile(scores, 0.9, weights) == pytest.approx(conformal_quantile(
+        np.concatenate([[0.1], distinct]), 0.9), abs=0.3)
+    assert conformal_quantile(scores, 0.9, weights) > 2.0
+    # the widening's bins use the same weights
+    distance = np.concatenate([np.full(400, 0.5), rng.uniform(0.4, 0.6, 40)])
+    plain = DistanceWidening(0.9, min_bin=440, floor=None).fit(distance, scores)
+    weighted = DistanceWidening(0.9, min_bin=440, floor=None).fit(distance, scores, weights)
+    assert weighted.factor_[0, 0] > plain.factor_[0, 0]
+    with pytest.raises(ValueError, match="weights"):
+        conformal_quantile(scores, 0.9, -weights)
+    with pytest.raises(ValueError, match="weights has 3 values for 440"):
+        DistanceWidening(0.9).fit(distance, scores, np.ones(3))
