@@ -153,8 +153,11 @@ def print_table(payload: dict) -> None:
 
 def register_from_results(dataset: str, config: str, version: str | None, n_threads: int,
                           preset: str = "structure", nested: bool = False, budget: int | None = None,
-                          overwrite: bool = False, seed: int = 0, out: Path | None = None) -> None:
-    """Fit (or search) on every row and register, with the CV figures of an existing results file."""
+                          overwrite: bool = False, seed: int = 0, out: Path | None = None,
+                          name: str | None = None) -> None:
+    """Fit (or search) on every row and register, with the CV figures of an existing results file;
+    ``name``: the registry name (default: the dataset's), e.g. a second model of the same dataset with
+    another preset, which must not become the dataset model's ``latest``."""
     out = out or _results_path(dataset, config, preset, nested)
     payload = json.loads(out.read_text())
     if payload.get("status") != "done":
@@ -162,8 +165,8 @@ def register_from_results(dataset: str, config: str, version: str | None, n_thre
     metrics = pipeline.cv_manifest_metrics(payload["cv"], payload["protocol"], config,
                                            payload["anchors"].get("leaderboard_mae", {}))
     result = pipeline.run_training(dataset, preset=preset, config=config, search=nested, budget=budget,
-                                   version=version, n_threads=n_threads, metrics=metrics, overwrite=overwrite,
-                                   seed=seed, log=lambda m: print(m, flush=True))
+                                   name=name, version=version, n_threads=n_threads, metrics=metrics,
+                                   overwrite=overwrite, seed=seed, log=lambda m: print(m, flush=True))
     payload["registered_model"] = _relative(result["path"])
     _write(out, payload)
 
@@ -267,6 +270,7 @@ def main() -> None:
     ap.add_argument("--n-threads", type=int, default=1, help="torch threads while training")
     ap.add_argument("--register", action="store_true", help="train on all rows and register the model")
     ap.add_argument("--version", default=None, help="registry version (default: the next free vN)")
+    ap.add_argument("--name", default=None, help="registry name with --register-only (default: the dataset's)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing registered version")
     ap.add_argument("--register-only", action="store_true",
                     help="skip CV: train on all rows and register, with the CV figures of the existing JSON")
@@ -278,7 +282,7 @@ def main() -> None:
             bench_vib_thermo(args.n_threads)
         elif args.register_only:
             register_from_results(dataset, args.config, args.version, args.n_threads, args.preset, args.nested,
-                                  args.budget, args.overwrite, args.seed, args.out)
+                                  args.budget, args.overwrite, args.seed, args.out, args.name)
         else:
             bench_cv(dataset, args.config, args.n_jobs, args.register, args.version, args.n_threads, args.preset,
                      args.nested, args.budget, args.max_folds, args.limit, args.out, args.overwrite, args.seed,

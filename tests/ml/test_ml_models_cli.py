@@ -37,7 +37,7 @@ def test_shipped_registry_table(monkeypatch):
     assert res.exit_code == EXIT_OK, res.output
     header, rows, notes = _table_rows(res.stdout)
     assert header == list(COLUMNS)
-    assert {("matbench_phonons", v) for v in ("v8", "v10")} | {("alexandria_cv300", "v4"),
+    assert {("matbench_phonons", v) for v in ("v8", "v10")} | {("alexandria_cv300", "v4"), ("matbench_phonons_fast", "v1"),
                                                              ("cdvae-perov5", "v2"), ("cdvae-carbon24", "v2"), ("svib", "v4")} == set(rows)
     # the phonon-DOS model: S_vib, Cv, F_vib from its predicted DOS; its figures are in benchmarks/results/svib.json
     svib = rows.pop(("svib", "v4"))
