@@ -266,7 +266,7 @@ def _card(m: dict, extra: Sequence[str]) -> str:
               "(`matflow.atomistic.thermo`), so they are thermodynamically consistent.",
               f"- {m['estimator']['n_members']} cross-fitted members; interval: {m['uncertainty']['method']}; "
               f"nominal coverage {m['uncertainty']['coverage']:.0%}, {m['uncertainty']['n_calibration']} calibration rows "
-              f"({m['uncertainty']['calibration_reference']}).", "", "## Metrics (held-out rows; benchmarks/results/svib.json)", ""]
+              f"({m['uncertainty']['calibration_reference']}).", "", f"## Metrics (held-out rows; {m.get('metrics', {}).get('benchmark', 'benchmarks/results/svib.json')})", ""]
     lines += list(extra) or ["- none recorded"]
     lines += ["", "## Limits", *(f"- {x}" for x in m.get("limits", [])), "",
               "## Versions", ", ".join(f"{k} {v}" for k, v in m["package_versions"].items()), ""]

@@ -38,9 +38,9 @@ def test_shipped_registry_table(monkeypatch):
     header, rows, notes = _table_rows(res.stdout)
     assert header == list(COLUMNS)
     assert {("matbench_phonons", v) for v in ("v8", "v10")} | {("alexandria_cv300", "v4"), ("matbench_phonons_fast", "v1"),
-                                                             ("cdvae-perov5", "v2"), ("cdvae-carbon24", "v2"), ("svib", "v4")} == set(rows)
+                                                             ("cdvae-perov5", "v2"), ("cdvae-carbon24", "v2"), ("svib", "v6")} == set(rows)
     # the phonon-DOS model: S_vib, Cv, F_vib from its predicted DOS; its figures are in benchmarks/results/svib.json
-    svib = rows.pop(("svib", "v4"))
+    svib = rows.pop(("svib", "v6"))
     assert svib[2] == "ok" and svib[3].startswith("S_vib (J K^-1 mol^-1 per atom)") and svib[6] == "—"
     # a structure generator is listed as such, with its weights checked, and no property metrics
     for generator in (("cdvae-perov5", "v2"), ("cdvae-carbon24", "v2")):
