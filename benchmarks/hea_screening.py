@@ -48,6 +48,7 @@ from sklearn.pipeline import make_pipeline
 from matflow.provenance import file_sha256, installed_versions
 from matflow.screening.data import default_labels_path, load_phase_labels
 from matflow.screening.fusion import (
+    BASE_RATES,
     EvidenceFusion,
     fcc_probability,
     single_phase_probability,
@@ -112,7 +113,8 @@ def usable_sources(names, labels, rule: str) -> tuple[list, dict[str, str]]:
     return keep, skipped
 
 
-def run_split(split: dict, labels, features, sources, rule: str, n_trees: int) -> dict[str, Any]:
+def run_split(split: dict, labels, features, sources, rule: str, n_trees: int,
+              base_rates: str = "uniform") -> dict[str, Any]:
     """Fit every method on the training rows of one split; return test-row predictions."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     warnings.simplefilter("ignore")
@@ -122,20 +124,22 @@ def run_split(split: dict, labels, features, sources, rule: str, n_trees: int) -
     train_comps = [comps[i] for i in train]
     test_comps = [comps[i] for i in test]
     started = time.perf_counter()
-    fusion = EvidenceFusion(sources, rule=rule).fit(train_comps, phases[train])
+    fusion = EvidenceFusion(sources, rule=rule, base_rates=base_rates).fit(train_comps, phases[train])
+    rate = fusion.base_rate_
     fused, conflict, per_source = fusion.masses(test_comps)
     out: dict[str, Any] = {"name": split["name"], "test": test, "p_ss": {}, "p_fcc": {},
                            "threshold": {}, "rates": fusion.rates_,
                            "threshold_fusion": fusion.threshold_single_phase_,
-                           "mean_conflict": float(np.mean(conflict))}
-    out["p_ss"]["fusion"] = single_phase_probability(fused)
-    out["p_fcc"]["fusion"] = fcc_probability(fused)
+                           "mean_conflict": float(np.mean(conflict)), "base_rate": fusion.base_rate_choice_,
+                           "inner_brier_by_base_rate": getattr(fusion, "inner_brier_by_base_rate_", None)}
+    out["p_ss"]["fusion"] = single_phase_probability(fused, rate)
+    out["p_fcc"]["fusion"] = fcc_probability(fused, rate)
     out["threshold"]["fusion"] = fusion.threshold_single_phase_
     out["data_model_choice"] = next((getattr(s, "model_choice_", None)
                                      for s in fusion.sources_ if s.name == "data"), None)
     for name, m in per_source.items():
-        out["p_ss"][name] = single_phase_probability(m)
-        out["p_fcc"][name] = fcc_probability(m)
+        out["p_ss"][name] = single_phase_probability(m, rate)
+        out["p_fcc"][name] = fcc_probability(m, rate)
         out["threshold"][name] = fusion.source_thresholds_[name]
     fusion_seconds = time.perf_counter() - started
 
@@ -239,6 +243,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--trees", type=int, default=500)
     parser.add_argument("--sources", default="rules,data,substitutability,experts",
                         help=f"comma-separated, from {', '.join(SOURCE_CLASSES)}")
+    parser.add_argument("--base-rates", default="uniform", choices=BASE_RATES,
+                        help="how ignorance becomes probability (EvidenceFusion base_rates)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -275,7 +281,7 @@ def main(argv=None) -> dict:
                        "test": np.flatnonzero(has)})
 
     predictions = Parallel(n_jobs=args.n_jobs, verbose=5)(
-        delayed(run_split)(split, labels, features, sources, args.rule, args.trees)
+        delayed(run_split)(split, labels, features, sources, args.rule, args.trees, args.base_rates)
         for split in splits
     )
     methods = ["fusion", *source_names, *BASELINES]
@@ -296,7 +302,8 @@ def main(argv=None) -> dict:
         {"protocol": s["protocol"], "name": s["name"], "n_train": len(s["train"]),
          "n_test": len(s["test"]), "discount_rates": p["rates"],
          "threshold_single_phase": p["threshold_fusion"], "mean_conflict": p["mean_conflict"],
-         "seconds": p["seconds"], "data_model_choice": p["data_model_choice"]}
+         "seconds": p["seconds"], "data_model_choice": p["data_model_choice"],
+         "base_rate": p["base_rate"], "inner_brier_by_base_rate": p["inner_brier_by_base_rate"]}
         for s, p in zip(splits, predictions, strict=True)
     ]
     results = {
@@ -325,7 +332,7 @@ def main(argv=None) -> dict:
             *HISTORY,
         ],
         "settings": {
-            "quick": args.quick, "rule": args.rule, "n_rows": int(len(labels)),
+            "quick": args.quick, "rule": args.rule, "base_rates": args.base_rates, "n_rows": int(len(labels)),
             "n_groups": int(len(np.unique(groups))), "loeo_elements": loeo_elements,
             "trees": args.trees, "n_jobs": args.n_jobs, "inner_splits": 3,
             "labels_file": str(default_labels_path().relative_to(default_labels_path().parents[2])),

@@ -476,13 +476,27 @@ def plausibility(m: np.ndarray, mask: int) -> np.ndarray:
     return arr[..., (idx & a) != 0].sum(axis=-1)
 
 
-def pignistic(m: np.ndarray) -> np.ndarray:
-    """Pignistic probability BetP(ω) = Σ_{B∋ω} m(B)/|B| (Smets & Kennes 1994), shape (..., n)."""
+def pignistic(m: np.ndarray, base_rate: np.ndarray | None = None) -> np.ndarray:
+    """Pignistic probability BetP(ω) = Σ_{B∋ω} m(B)/|B| (Smets & Kennes 1994), shape (..., n).
+
+    ``base_rate`` (n positive numbers, normalised here): the mass of each set B is shared in
+    proportion to the base rates of its members, BetP(ω) = Σ_{B∋ω} m(B) a(ω)/a(B) (the projected
+    probability of subjective logic, Jøsang 2016). Equal base rates give Smets' transform; rates
+    from how often each hypothesis occurs keep ignorance from leaning towards whichever outcome
+    the frame happens to split most finely.
+    """
     arr = validate_masses(m, name="pignistic: m")
     n = arr.shape[-1].bit_length() - 1
     idx = np.arange(arr.shape[-1])
-    card = _cardinality(n).copy()
-    card[0] = 1.0  # m(∅) = 0 after validation
-    member = ((idx[:, None] >> np.arange(n)[None, :]) & 1).astype(float) / card[:, None]
-    member[0] = 0.0
-    return arr @ member
+    inside = ((idx[:, None] >> np.arange(n)[None, :]) & 1).astype(float)
+    if base_rate is None:
+        weight = np.ones(n)
+    else:
+        weight = np.asarray(base_rate, dtype=float).ravel()
+        if weight.shape != (n,) or not np.all(np.isfinite(weight)) or np.any(weight <= 0):
+            raise ValueError(f"pignistic: base_rate needs {n} finite positive values, got {base_rate!r}")
+        weight = weight / weight.sum()
+    member = inside * weight[None, :]
+    total = member.sum(axis=1, keepdims=True)
+    total[0] = 1.0  # m(∅) = 0 after validation
+    return arr @ (member / total)

@@ -35,15 +35,22 @@ class FusionError(ValueError):
     """Bad configuration or input of the fusion; the message names it."""
 
 
-def single_phase_probability(masses: np.ndarray) -> np.ndarray:
-    """P(single-phase solid solution) = BetP(FCC) + BetP(BCC) + BetP(HCP)."""
-    bet = pignistic(masses)
+BASE_RATES: tuple[str, ...] = ("uniform", "training", "auto")
+"""How the pignistic projection shares a set's mass among its phases: equally (Smets), in
+proportion to the phases' frequencies in the training labels, or whichever of the two gives the
+lower inner-fold Brier score (``EvidenceFusion(base_rates=...)``)."""
+
+
+def single_phase_probability(masses: np.ndarray, base_rate: np.ndarray | None = None) -> np.ndarray:
+    """P(single-phase solid solution) = BetP(FCC) + BetP(BCC) + BetP(HCP) (``base_rate``: see
+    ``matflow.evidence.pignistic``; None = equal rates)."""
+    bet = pignistic(masses, base_rate)
     return bet[..., :3].sum(axis=-1)
 
 
-def fcc_probability(masses: np.ndarray) -> np.ndarray:
+def fcc_probability(masses: np.ndarray, base_rate: np.ndarray | None = None) -> np.ndarray:
     """P(FCC | FCC or BCC) = BetP(FCC) / (BetP(FCC) + BetP(BCC)); 0.5 where both are 0."""
-    bet = pignistic(masses)
+    bet = pignistic(masses, base_rate)
     denom = bet[..., 0] + bet[..., 1]
     safe = np.where(denom > 0, denom, 1.0)
     return np.where(denom > 0, bet[..., 0] / safe, 0.5)
@@ -86,6 +93,11 @@ class EvidenceFusion(BaseEstimator):
     n_inner_splits: grouped inner folds that produce the out-of-fold masses for fitting.
     rate_grid: discount rates tried for each source (coordinate descent over sources).
     n_passes: passes of the coordinate descent.
+    base_rates: how ignorance is turned into probability (``BASE_RATES``): "uniform" (Smets'
+        pignistic transform, where Ω gives 3/4 of its mass to the three single-phase classes),
+        "training" (phase frequencies of the training labels, add-one smoothed) or "auto" (the
+        one whose fitted discount rates give the lower inner Brier score; "uniform" when the
+        rates are not fitted). Fitted: ``base_rate_`` (None = uniform), ``base_rate_choice_``.
     """
 
     def __init__(
@@ -96,6 +108,7 @@ class EvidenceFusion(BaseEstimator):
         n_inner_splits: int = 3,
         rate_grid: Sequence[float] | None = None,
         n_passes: int = 2,
+        base_rates: str = "uniform",
     ):
         self.sources = sources
         self.rule = rule
@@ -103,6 +116,7 @@ class EvidenceFusion(BaseEstimator):
         self.n_inner_splits = n_inner_splits
         self.rate_grid = rate_grid
         self.n_passes = n_passes
+        self.base_rates = base_rates
 
     # ----------------------------------------------------------------------------- checks
     def _check_config(self) -> None:
@@ -128,6 +142,8 @@ class EvidenceFusion(BaseEstimator):
                     raise FusionError(f"reliabilities[{name!r}] = {value}: must be in [0, 1]")
         if self.n_inner_splits < 2:
             raise FusionError(f"n_inner_splits {self.n_inner_splits}: must be >= 2")
+        if self.base_rates not in BASE_RATES:
+            raise FusionError(f"base_rates {self.base_rates!r}: expected one of {', '.join(BASE_RATES)}")
 
     @staticmethod
     def _check_rows(compositions: Sequence[Any], phases: Sequence[str]) -> tuple[list, np.ndarray]:
@@ -171,7 +187,7 @@ class EvidenceFusion(BaseEstimator):
         return oof, covered
 
     def _fit_rates(
-        self, oof: dict[str, np.ndarray], labels: np.ndarray
+        self, oof: dict[str, np.ndarray], labels: np.ndarray, base_rate: np.ndarray | None = None
     ) -> tuple[dict[str, float], float]:
         names = [s.name for s in self.sources]
         grid = np.asarray(self.rate_grid if self.rate_grid is not None else DEFAULT_RATE_GRID)
@@ -185,12 +201,12 @@ class EvidenceFusion(BaseEstimator):
                 fused, _ = _fused(masses, rates, self.rule)
             except TotalConflictError:
                 return np.inf
-            return brier_multiclass(pignistic(fused), y)
+            return brier_multiclass(pignistic(fused, base_rate), y)
 
         # start from each source's own best rate, then improve one source at a time
         rates = []
         for m in masses:
-            alone = [brier_multiclass(pignistic(discount(m, r)), y) for r in grid]
+            alone = [brier_multiclass(pignistic(discount(m, r), base_rate), y) for r in grid]
             rates.append(float(grid[int(np.argmin(alone))]))
         best = loss(rates)
         for _ in range(max(1, self.n_passes)):
@@ -228,19 +244,30 @@ class EvidenceFusion(BaseEstimator):
         self.source_thresholds_ = {name: 0.5 for name in names}
         self.threshold_single_phase_ = 0.5
         self.inner_brier_ = None
+        training_rate = np.array([np.sum(labels == p) + 1.0 for p in PHASES])
+        training_rate /= training_rate.sum()
+        self.base_rate_ = training_rate if self.base_rates == "training" else None
+        self.base_rate_choice_ = "training" if self.base_rates == "training" else "uniform"
         if self.reliabilities == "fit":
             oof, covered = self.out_of_fold_masses(comps, labels, group_array)
             oof = {name: m[covered] for name, m in oof.items()}
             inner_labels = labels[covered]
-            self.rates_, self.inner_brier_ = self._fit_rates(oof, inner_labels)
+            self.rates_, self.inner_brier_ = self._fit_rates(oof, inner_labels, self.base_rate_)
+            if self.base_rates == "auto":  # both projections scored on the same out-of-fold masses
+                self.inner_brier_by_base_rate_ = {"uniform": self.inner_brier_}
+                rates, brier = self._fit_rates(oof, inner_labels, training_rate)
+                self.inner_brier_by_base_rate_["training"] = brier
+                if brier < self.inner_brier_:
+                    self.rates_, self.inner_brier_ = rates, brier
+                    self.base_rate_, self.base_rate_choice_ = training_rate, "training"
             truth = inner_labels != "MP"
             fused, _ = _fused([oof[n] for n in names], [self.rates_[n] for n in names], self.rule)
             self.threshold_single_phase_ = best_accuracy_threshold(
-                single_phase_probability(fused), truth
+                single_phase_probability(fused, self.base_rate_), truth
             )
             for name in names:
                 self.source_thresholds_[name] = best_accuracy_threshold(
-                    single_phase_probability(oof[name]), truth
+                    single_phase_probability(oof[name], self.base_rate_), truth
                 )
         elif isinstance(self.reliabilities, Mapping):
             self.rates_ = {n: round(1.0 - float(self.reliabilities[n]), 12) for n in names}
@@ -280,16 +307,17 @@ class EvidenceFusion(BaseEstimator):
         return {name: 1.0 - rate for name, rate in self.rates_.items()}
 
     def predict_proba_single_phase(self, compositions: Sequence[Composition | str]) -> np.ndarray:
-        return single_phase_probability(self.masses(compositions)[0])
+        return single_phase_probability(self.masses(compositions)[0], self.base_rate_)
 
     def predict_single_phase(self, compositions: Sequence[Composition | str]) -> np.ndarray:
-        """Single-phase or not, at the threshold fitted on the inner folds (pignistic P(SS) is
-        biased upwards where sources are ignorant: Ω spreads 3/4 of its mass over SS phases)."""
+        """Single-phase or not, at the threshold fitted on the inner folds (with equal base rates
+        pignistic P(SS) is biased upwards where sources are ignorant: Ω spreads 3/4 of its mass
+        over SS phases)."""
         return self.predict_proba_single_phase(compositions) >= self.threshold_single_phase_
 
     def predict_proba_fcc(self, compositions: Sequence[Composition | str]) -> np.ndarray:
-        return fcc_probability(self.masses(compositions)[0])
+        return fcc_probability(self.masses(compositions)[0], self.base_rate_)
 
     def predict_proba(self, compositions: Sequence[Composition | str]) -> np.ndarray:
-        """Pignistic probabilities over PHASES, shape (n, 4)."""
-        return pignistic(self.masses(compositions)[0])
+        """Pignistic probabilities over PHASES, shape (n, 4), with the fitted base rates."""
+        return pignistic(self.masses(compositions)[0], self.base_rate_)

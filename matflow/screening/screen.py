@@ -115,6 +115,9 @@ def _fitted_default_fusion(names: tuple[str, ...], labels_path: str, mtime: floa
             fusion.threshold_single_phase_ = float(state["threshold_single_phase"])
             fusion.source_thresholds_ = {k: float(v) for k, v in state["source_thresholds"].items()}
             fusion.inner_brier_ = state.get("inner_brier")
+            if state.get("base_rate") is not None:
+                fusion.base_rate_ = np.asarray(state["base_rate"], dtype=float)
+                fusion.base_rate_choice_ = state.get("base_rate_choice", "training")
             return fusion
         except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError):
             pass  # an unreadable cache entry is refitted and rewritten
@@ -124,6 +127,8 @@ def _fitted_default_fusion(names: tuple[str, ...], labels_path: str, mtime: floa
         "threshold_single_phase": fusion.threshold_single_phase_,
         "source_thresholds": fusion.source_thresholds_,
         "inner_brier": fusion.inner_brier_,
+        "base_rate": None if fusion.base_rate_ is None else fusion.base_rate_.tolist(),
+        "base_rate_choice": fusion.base_rate_choice_,
         "labels_path": labels_path,
     }
     try:
@@ -301,7 +306,7 @@ def _descriptors(comps: list[Composition]) -> pd.DataFrame:
         return pd.DataFrame(np.nan, index=range(len(comps)), columns=columns)
 
 
-def _summaries(masses: np.ndarray) -> dict[str, np.ndarray]:
+def _summaries(masses: np.ndarray, base_rate: np.ndarray | None = None) -> dict[str, np.ndarray]:
     out = {
         "bel_SS": belief(masses, SOLID_SOLUTION),
         "pl_SS": plausibility(masses, SOLID_SOLUTION),
@@ -309,7 +314,7 @@ def _summaries(masses: np.ndarray) -> dict[str, np.ndarray]:
     for phase in PHASES:
         out[f"bel_{phase}"] = belief(masses, PHASE_MASKS[phase])
         out[f"pl_{phase}"] = plausibility(masses, PHASE_MASKS[phase])
-    bet = pignistic(masses)
+    bet = pignistic(masses, base_rate)
     for i, phase in enumerate(PHASES):
         out[f"p_{phase}"] = bet[:, i]
     return out
@@ -379,8 +384,8 @@ def screen(
     fused = np.concatenate(fused_parts)
     conflict = np.concatenate(conflict_parts)
 
-    summary = _summaries(fused)
-    bet = pignistic(fused)
+    summary = _summaries(fused, fusion.base_rate_)
+    bet = pignistic(fused, fusion.base_rate_)
     table = pd.DataFrame(
         {
             "composition": [composition_key(c) for c in candidates],
@@ -400,7 +405,7 @@ def screen(
     table = pd.concat([table, _descriptors(candidates)], axis=1)
     for name, parts in source_parts.items():
         m = np.concatenate(parts)
-        s_bet = pignistic(m)
+        s_bet = pignistic(m, fusion.base_rate_)
         table[f"src_{name}_bel_SS"] = belief(m, SOLID_SOLUTION)
         table[f"src_{name}_pl_SS"] = plausibility(m, SOLID_SOLUTION)
         for i, phase in enumerate(PHASES):
@@ -444,6 +449,7 @@ def screen(
         "rule": fusion.rule,
         "sources": [s.name for s in fusion.sources_],
         "discount_rates": dict(fusion.rates_),
+        "base_rate": fusion.base_rate_choice_,
         "threshold_single_phase": float(getattr(fusion, "threshold_single_phase_", 0.5)),
         "n_candidates": total,
         "explain_top": explain_top,

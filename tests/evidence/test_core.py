@@ -445,3 +445,29 @@ def test_combine_of_two_sources_equals_the_pairwise_rule(pair):
     single, k_single = combine([m1])
     np.testing.assert_allclose(single, m1)
     assert k_single == 0.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(mass_functions(), st.lists(st.floats(0.05, 5.0), min_size=4, max_size=4))
+def test_base_rate_pignistic_is_a_probability_that_keeps_singletons_and_shares_sets_by_rate(ms, rates):
+    m = ms[0]
+    n = len(m).bit_length() - 1
+    a = np.asarray(rates[:n]) / np.sum(rates[:n])
+    bet = pignistic(m, a)
+    assert np.all(bet >= -ATOL) and bet.sum() == pytest.approx(1.0, abs=1e-9)
+    np.testing.assert_allclose(pignistic(m, np.ones(n)), pignistic(m), atol=ATOL)  # equal rates: Smets
+    # brute force: every focal set's mass shared in proportion to its members' base rates
+    expected = np.zeros(n)
+    for mask in range(1, len(m)):
+        members = [i for i in range(n) if mask >> i & 1]
+        for i in members:
+            expected[i] += m[mask] * a[i] / a[members].sum()
+    np.testing.assert_allclose(bet, expected, atol=1e-12)
+
+
+def test_base_rate_pignistic_of_total_ignorance_is_the_base_rate_and_bad_rates_are_refused():
+    np.testing.assert_allclose(pignistic(vacuous(4), [0.2, 0.1, 0.1, 0.6]), [0.2, 0.1, 0.1, 0.6])
+    np.testing.assert_allclose(pignistic(vacuous(4)), [0.25] * 4)
+    for bad in ([0.5, 0.5], [1.0, 0.0, 1.0, 1.0], [1.0, np.nan, 1.0, 1.0]):
+        with pytest.raises(ValueError, match="base_rate"):
+            pignistic(vacuous(4), bad)

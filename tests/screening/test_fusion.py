@@ -18,7 +18,7 @@ from matflow.screening.fusion import (
     fcc_probability,
     single_phase_probability,
 )
-from matflow.screening.phases import FCC, MP, N_FOCAL, OMEGA, PHASE_MASKS
+from matflow.screening.phases import FCC, MP, N_FOCAL, OMEGA, PHASE_MASKS, PHASES
 from matflow.screening.sources.base import EvidenceSource
 from matflow.screening.sources.classifier import DataSource
 
@@ -225,3 +225,30 @@ def test_bad_configuration_is_named() -> None:
         EvidenceFusion([PriorSource()]).masses(comps[:1])
     with pytest.raises(FusionError, match="element set"):
         EvidenceFusion([PriorSource()]).fit([parse_composition("CoNi")] * 3, ["FCC"] * 3)
+
+
+def test_base_rates_turn_ignorance_into_the_training_frequencies() -> None:
+    """A source that knows nothing (all mass on Ω) gives P = 3/4 single-phase with equal base rates;
+    with the training base rates it gives the training frequency of single-phase alloys, and the
+    multi-class Brier score of that honest ignorance is lower, so "auto" picks the training rates."""
+    comps, phases = _synthetic()  # 3 of 5 phases drawn multi-phase
+
+    class IgnorantSource(PriorSource):
+        name: ClassVar[str] = "ignorant"
+
+        def fit(self, compositions, phases):
+            self.masses_ = np.zeros(N_FOCAL)
+            self.masses_[OMEGA] = 1.0
+            return self
+
+    uniform = EvidenceFusion([IgnorantSource()]).fit(comps, phases)
+    assert uniform.base_rate_ is None and uniform.base_rate_choice_ == "uniform"
+    assert uniform.predict_proba_single_phase(comps[:3]) == pytest.approx([0.75] * 3)
+    training = EvidenceFusion([IgnorantSource()], base_rates="training").fit(comps, phases)
+    counts = np.array([np.sum(phases == p) + 1.0 for p in PHASES])
+    np.testing.assert_allclose(training.predict_proba(comps[:1])[0], counts / counts.sum())
+    auto = EvidenceFusion([IgnorantSource()], base_rates="auto").fit(comps, phases)
+    assert auto.base_rate_choice_ == "training"
+    assert auto.inner_brier_by_base_rate_["training"] < auto.inner_brier_by_base_rate_["uniform"]
+    with pytest.raises(FusionError, match="base_rates 'prior'"):
+        EvidenceFusion([PriorSource()], base_rates="prior").fit(comps, phases)
